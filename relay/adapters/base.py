@@ -1,0 +1,126 @@
+"""The two seams between a node and the rest of the cluster.
+
+`Broadcaster` carries envelopes to every node (this one included); `ClusterState` answers questions
+that span nodes: presence membership ("is this the user's first/last connection anywhere?"),
+subscription counts, connection quotas and cache channels' last event. The node implements
+`ClusterListener`, through which an adapter hands back deliveries and what it learned on its own
+(a dead node's members, the need to resynchronise after an outage).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class EnvelopeKind(enum.IntEnum):
+    EVENT = 1  # a pre-built frame for every subscriber of `channel`, except `except_socket_id`
+    TERMINATE_USER = 2  # close every connection signed in as `user_id`
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What crosses nodes. `frame` is the finished JSON frame, encoded once by the publisher."""
+
+    kind: EnvelopeKind
+    app_id: str
+    channel: str = ""
+    frame: bytes = b""
+    except_socket_id: str = ""
+    user_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    """A cache channel's last event (PROTOCOL.md §2.7)."""
+
+    event: str
+    data: str
+    expires_at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSubscription:
+    """One subscription held by this node, for resynchronising cluster state after an outage."""
+
+    app_id: str
+    channel: str
+    socket_id: str
+    user_id: str | None = None  # presence only
+    user_info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSnapshot:
+    connections: Mapping[str, int]  # app_id -> open connections on this node
+    subscriptions: tuple[LocalSubscription, ...]
+
+
+class ClusterListener(Protocol):
+    """Implemented by the node."""
+
+    def deliver(self, envelope: Envelope) -> None:
+        """Called on every node for every envelope, in publish order per channel. Must not block."""
+
+    def member_lost(self, app_id: str, channel: str, user_id: str) -> None:
+        """A presence member vanished with a dead node; called on exactly one live node."""
+
+    def channel_lost(self, app_id: str, channel: str) -> None:
+        """A channel's last subscribers vanished with a dead node; called on exactly one live node."""
+
+    def local_snapshot(self) -> LocalSnapshot:
+        """What this node holds now, to write back into cluster state after an outage."""
+
+
+class Broadcaster(Protocol):
+    async def start(self, listener: ClusterListener) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def publish(self, envelope: Envelope) -> None:
+        """Send to every node, this one included. Never blocks; a local publish delivers at once."""
+
+    def channel_occupied_locally(self, app_id: str, channel: str) -> None:
+        """This node now has subscribers on `channel`: it must receive that channel's envelopes."""
+
+    def channel_vacated_locally(self, app_id: str, channel: str) -> None:
+        """This node has no subscribers on `channel` any more."""
+
+
+class ClusterState(Protocol):
+    async def add_connection(self, app_id: str, socket_id: str) -> int:
+        """Register an open connection; returns the app's connection count across the cluster."""
+
+    async def remove_connection(self, app_id: str, socket_id: str) -> None: ...
+
+    async def add_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        """Returns True when this is the channel's first subscription anywhere (channel_occupied)."""
+
+    async def remove_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        """Returns True when that was the channel's last subscription anywhere (channel_vacated)."""
+
+    async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
+        """Returns True when this is the user's first connection on the channel anywhere (member_added)."""
+
+    async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+        """Returns True when that was the user's last connection on the channel anywhere (member_removed)."""
+
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+        """user_id -> user_info of every member, cluster-wide, in join order."""
+
+    async def member_count(self, app_id: str, channel: str) -> int: ...
+
+    async def subscription_count(self, app_id: str, channel: str) -> int: ...
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+        """Occupied channels starting with `prefix` -> subscription count, cluster-wide."""
+
+    async def set_cache(self, app_id: str, channel: str, cached: CachedEvent) -> None: ...
+
+    async def get_cache(self, app_id: str, channel: str) -> CachedEvent | None: ...
+
+
+class Adapter(Broadcaster, ClusterState, Protocol):
+    """Both seams from one backend (one Redis connection pool, one in-memory process)."""

@@ -1,0 +1,81 @@
+"""create_app(config) → web.Application: the wiring of node, adapter, transport and HTTP API.
+
+Usable in-process: a Python app or a test suite can embed relay with `create_app` and an aiohttp runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from relay.adapters.base import Adapter
+from relay.adapters.local import LocalAdapter
+from relay.apps import AppDirectory
+from relay.config import Config
+from relay.http_api import HttpApi, json_errors
+from relay.metrics import Metrics
+from relay.node import Node
+from relay.transport import WebSocketEndpoint
+
+logger = logging.getLogger(__name__)
+
+NODE_KEY = web.AppKey("relay.node", Node)
+CONFIG_KEY = web.AppKey("relay.config", Config)
+
+
+def make_adapter(config: Config) -> Adapter:
+    if config.redis is None:
+        return LocalAdapter()
+    from relay.adapters.redis import RedisAdapter  # only deployments with Redis import redis-py
+
+    return RedisAdapter(config.redis)
+
+
+def create_app(config: Config, adapter: Adapter | None = None) -> web.Application:
+    apps = AppDirectory(config.apps)
+    metrics = Metrics()
+    node = Node(apps, adapter or make_adapter(config), metrics)
+    metrics.gauges["connections"] = lambda: len(node.connections)
+
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_request_size)
+    app[NODE_KEY] = node
+    app[CONFIG_KEY] = config
+
+    async def up(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"health":"OK"}', content_type="application/json")
+
+    async def ready(request: web.Request) -> web.Response:
+        # Turns false as soon as shutdown starts, so a load balancer stops sending new clients here.
+        status = 200 if node.accepting else 503
+        return web.Response(
+            body=orjson.dumps({"ready": node.accepting}), status=status, content_type="application/json"
+        )
+
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        return web.Response(text=metrics.render(), content_type="text/plain")
+
+    prefix = config.path
+    endpoint = WebSocketEndpoint(node, apps, config.max_outbound_buffer)
+    app.router.add_get(f"{prefix}/app/{{key}}", endpoint.handle)
+    app.router.add_get("/up", up)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_endpoint)
+    HttpApi(node, apps, prefix).add_routes(app.router)
+    # Any other path: a WebSocket upgrade gets close code 4005, plain HTTP a JSON 404.
+    app.router.add_get("/{tail:.*}", endpoint.wrong_path)
+
+    async def node_lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await node.start()
+        yield
+        await node.stop()
+
+    async def close_connections(_: web.Application) -> None:
+        # Before aiohttp waits for handlers: WebSocket handlers only return once their socket closes.
+        node.close_connections()
+
+    app.cleanup_ctx.append(node_lifecycle)
+    app.on_shutdown.append(close_connections)
+    return app

@@ -1,0 +1,158 @@
+"""Command line: argv + environment → Config; logging; runs the server; signals. No protocol logic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from relay import __version__
+from relay.app import NODE_KEY, create_app
+from relay.config import Config, ConfigError, load_config
+
+logger = logging.getLogger("relay")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description="A Pusher-protocol WebSocket server.")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="TOML file with server settings and [[apps]]")
+    serve.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
+    serve.add_argument("--path", help="prefix before /app/<key> and /apps/<id>")
+    serve.add_argument("--redis-url", dest="redis_url", help="Redis URL: several nodes act as one server")
+    serve.add_argument("--workers", type=int, help="processes sharing the port (needs Redis)")
+    serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    # Set by `--workers`: each worker binds with SO_REUSEPORT.
+    serve.add_argument("--reuse-port", dest="reuse_port", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _dev_app_banner(config: Config) -> str:
+    app = config.apps[0]
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    return f"""
+relay is running with a DEVELOPMENT app (its credentials are public: configure your own apps for production).
+
+  app id:     {app.id}
+  app key:    {app.key}
+  app secret: {app.secret}
+  WebSocket:  ws://{host}:{config.port}{config.path}/app/{app.key}
+  HTTP API:   http://{host}:{config.port}{config.path}/apps/{app.id}/events
+
+Laravel .env:
+
+BROADCAST_CONNECTION=reverb
+REVERB_APP_ID={app.id}
+REVERB_APP_KEY={app.key}
+REVERB_APP_SECRET={app.secret}
+REVERB_HOST={host}
+REVERB_PORT={config.port}
+REVERB_SCHEME=http
+VITE_REVERB_APP_KEY="${{REVERB_APP_KEY}}"
+VITE_REVERB_HOST="${{REVERB_HOST}}"
+VITE_REVERB_PORT="${{REVERB_PORT}}"
+VITE_REVERB_SCHEME="${{REVERB_SCHEME}}"
+
+Laravel Echo:
+
+window.Echo = new Echo({{
+    broadcaster: 'reverb',
+    key: '{app.key}',
+    wsHost: '{host}',
+    wsPort: {config.port},
+    wssPort: {config.port},
+    forceTLS: false,
+    enabledTransports: ['ws', 'wss'],
+}});
+"""
+
+
+async def serve(config: Config, reuse_port: bool = False) -> None:
+    """Run until SIGINT/SIGTERM; then readiness turns false, connections close with 4200, state is cleaned."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None, backlog=4096)
+    await site.start()
+    bound = [sock.getsockname() for server in [site._server] if server for sock in server.sockets]  # noqa: SLF001
+    port = bound[0][1] if bound else config.port
+    logger.info("relay %s listening on http://%s:%s (pid %s)", __version__, config.host, port, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("shutting down")
+    app[NODE_KEY].accepting = False
+    await runner.cleanup()
+
+
+def _run_workers(config: Config, argv: Sequence[str]) -> int:
+    """N copies of this server on one port (SO_REUSEPORT), sharing state through Redis."""
+    args = [sys.executable, "-m", "relay", *argv, "--workers", "1", "--reuse-port"]
+    children = [subprocess.Popen(args) for _ in range(config.workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes)
+
+
+def _without_workers_flag(arguments: Sequence[str]) -> list[str]:
+    kept: list[str] = []
+    skip_value = False
+    for argument in arguments:
+        if skip_value:
+            skip_value = False
+        elif argument == "--workers":
+            skip_value = True
+        elif not argument.startswith("--workers="):
+            kept.append(argument)
+    return kept
+
+
+def _reuse_port_supported() -> bool:
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    options = _parser().parse_args(arguments)
+    overrides = {name: getattr(options, name) for name in ("host", "port", "path", "redis_url", "workers", "log_level")}
+    try:
+        config = load_config(options.config, overrides=overrides)
+    except ConfigError as error:
+        print(f"relay: invalid configuration: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if config.workers > 1:
+        if not _reuse_port_supported():
+            print("relay: --workers needs SO_REUSEPORT, which this platform lacks", file=sys.stderr)
+            raise SystemExit(2)
+        raise SystemExit(_run_workers(config, _without_workers_flag(arguments)))
+    if config.dev_app:
+        print(_dev_app_banner(config), flush=True)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional on platforms without wheels
+        asyncio.run(serve(config, reuse_port=options.reuse_port))
+    else:
+        uvloop.run(serve(config, reuse_port=options.reuse_port))

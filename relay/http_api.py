@@ -1,0 +1,346 @@
+"""The signed HTTP API (PROTOCOL.md §6): one handler per endpoint plus the signature check.
+
+Errors are 4xx with a JSON body `{"error": "<what is wrong>"}`, raised through `http_error`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+from aiohttp import web
+
+from relay.apps import AppDirectory
+from relay.config import AppConfig
+from relay.node import Node
+from relay.protocol.channels import (
+    channel_name_problem,
+    channel_type,
+    ChannelKind,
+    event_name_problem,
+    is_cache,
+    is_presence,
+)
+from relay.protocol.ids import is_socket_id
+from relay.signing import body_md5, verify_request_signature
+
+MAX_CHANNELS_PER_EVENT: Final = 100
+MAX_BATCH_SIZE: Final = 10
+TIMESTAMP_WINDOW: Final = 600
+EVENT_INFO: Final = frozenset({"user_count", "subscription_count"})
+CHANNEL_INFO: Final = frozenset({"user_count", "subscription_count", "cache"})
+CHANNELS_INFO: Final = frozenset({"user_count", "subscription_count"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def http_error(status: int, message: str) -> NoReturn:
+    raise _json_exception(status, message)
+
+
+def _json_exception(status: int, message: str) -> web.HTTPException:
+    body = orjson.dumps({"error": message})
+    for cls in _STATUS_CLASSES:
+        if cls.status_code == status:
+            return cls(body=body, content_type="application/json")
+    return web.HTTPBadRequest(body=body, content_type="application/json")
+
+
+_STATUS_CLASSES: Final = (
+    web.HTTPBadRequest,
+    web.HTTPUnauthorized,
+    web.HTTPForbidden,
+    web.HTTPNotFound,
+    web.HTTPMethodNotAllowed,
+    web.HTTPRequestEntityTooLarge,
+    web.HTTPTooManyRequests,
+)
+
+
+def json_response(payload: Mapping[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    app: AppConfig
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventRequest:
+    """One validated event of `POST /events` or of a batch."""
+
+    name: str
+    data: str
+    channels: tuple[str, ...]
+    socket_id: str
+    info: frozenset[str]
+
+
+class HttpApi:
+    def __init__(self, node: Node, apps: AppDirectory, path_prefix: str = "") -> None:
+        self._node = node
+        self._apps = apps
+        self._prefix = path_prefix
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        prefix = self._prefix
+        router.add_post(f"{prefix}/apps/{{app_id}}/events", self.events)
+        router.add_post(f"{prefix}/apps/{{app_id}}/batch_events", self.batch_events)
+        router.add_get(f"{prefix}/apps/{{app_id}}/channels", self.channels)
+        router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}", self.channel)
+        router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}/users", self.users)
+        router.add_post(f"{prefix}/apps/{{app_id}}/users/{{user_id}}/terminate_connections", self.terminate)
+        # pusher-http-python 3.3 posts here without /apps/<id>; the app is found by auth_key (§11b.16).
+        router.add_post(f"{prefix}/users/{{user_id}}/terminate_connections", self.terminate)
+
+    # Signature -----------------------------------------------------------------------------------
+
+    async def authenticate(self, request: web.Request) -> SignedRequest:
+        """Pusher's request signature, checked as every official SDK signs it (§6.3)."""
+        self._node.metrics.http_requests += 1
+        params = parse_qsl(request.query_string, keep_blank_values=True)
+        query = dict(params)
+        app_id = request.match_info.get("app_id")
+        if app_id is not None:
+            app = self._apps.by_id(app_id)
+            if app is None:
+                http_error(404, f"No app with id {app_id!r}")
+        else:
+            app = self._apps.by_key(query.get("auth_key", ""))
+            if app is None:
+                http_error(401, "Unknown auth_key")
+        for required in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
+            if not query.get(required):
+                http_error(401, f"Missing {required} query parameter")
+        if query["auth_key"] != app.key:
+            http_error(401, "auth_key does not belong to this app")
+        if query["auth_version"] != "1.0":
+            http_error(401, f"Unsupported auth_version {query['auth_version']!r}, expected 1.0")
+        try:
+            timestamp = int(query["auth_timestamp"])
+        except ValueError:
+            http_error(401, "auth_timestamp must be Unix seconds")
+        now = int(time.time())
+        if abs(now - timestamp) >= TIMESTAMP_WINDOW:
+            http_error(
+                401, f"Timestamp expired: given {timestamp} is not within {TIMESTAMP_WINDOW}s of server time {now}"
+            )
+        if not self._signature_ok(request, app, params, query["auth_signature"]):
+            http_error(401, "Invalid signature: expected HMAC SHA256 hex digest of METHOD\\npath\\nsorted query")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            http_error(413, "Request body is too large")
+        expected_md5 = query.get("body_md5")
+        if body and expected_md5 is None:
+            http_error(401, "Missing body_md5 query parameter for a request with a body")
+        if expected_md5 is not None and expected_md5 != body_md5(body):
+            http_error(401, "body_md5 does not match the request body")
+        if not app.enabled:
+            http_error(403, "Application is disabled")
+        return SignedRequest(app, body)
+
+    def _signature_ok(
+        self, request: web.Request, app: AppConfig, params: list[tuple[str, str]], signature: str
+    ) -> bool:
+        raw_path = request.raw_path.split("?", 1)[0]
+        candidates = [raw_path]
+        if "%" in raw_path:
+            candidates.append(unquote(raw_path))
+        if self._prefix and raw_path.startswith(self._prefix):
+            candidates.append(raw_path[len(self._prefix) :])
+        return any(verify_request_signature(app.secret, request.method, path, params, signature) for path in candidates)
+
+    # Validation ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _json_object(body: bytes) -> dict[str, Any]:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            http_error(400, "Request body is not valid JSON")
+        if not isinstance(payload, dict):
+            http_error(400, "Request body must be a JSON object")
+        return payload
+
+    @staticmethod
+    def _info(raw: object, allowed: frozenset[str]) -> frozenset[str]:
+        if raw is None or raw == "":
+            return frozenset()
+        if not isinstance(raw, str):
+            http_error(400, "info must be a comma-separated string")
+        attributes = frozenset(part.strip() for part in raw.split(",") if part.strip())
+        unknown = sorted(attributes - allowed)
+        if unknown:
+            http_error(400, f"Unknown info attribute {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        return attributes
+
+    def _event(self, app: AppConfig, payload: Mapping[str, Any], *, batch: bool, where: str = "") -> EventRequest:
+        name = payload.get("name")
+        if not isinstance(name, str):
+            http_error(400, f"{where}name must be a string")
+        problem = event_name_problem(name)
+        if problem:
+            http_error(400, f"{where}{problem}")
+        data = payload.get("data")
+        if not isinstance(data, str):
+            http_error(400, f"{where}data must be a string (JSON-encode objects before sending)")
+        if len(data.encode()) > app.max_event_size:
+            http_error(413, f"{where}data is larger than {app.max_event_size} bytes")
+        channels = self._channels(payload, batch=batch, where=where)
+        socket_id = payload.get("socket_id")
+        if socket_id is None or socket_id == "":
+            socket_id = ""
+        elif not isinstance(socket_id, str) or not is_socket_id(socket_id):
+            http_error(400, f"{where}socket_id must look like 1234.5678")
+        info = self._info(payload.get("info"), EVENT_INFO)
+        return EventRequest(name, data, channels, socket_id, info)
+
+    @staticmethod
+    def _channels(payload: Mapping[str, Any], *, batch: bool, where: str) -> tuple[str, ...]:
+        raw = payload.get("channels")
+        if raw is None:
+            single = payload.get("channel")
+            if not isinstance(single, str):
+                http_error(400, f"{where}channel (a string) or channels (a list) is required")
+            raw = [single]
+        elif batch:
+            http_error(400, f"{where}a batch event takes exactly one channel")
+        if not isinstance(raw, list) or not all(isinstance(channel, str) for channel in raw):
+            http_error(400, f"{where}channels must be a list of strings")
+        channels = tuple(dict.fromkeys(raw))
+        if not 1 <= len(channels) <= MAX_CHANNELS_PER_EVENT:
+            http_error(400, f"{where}an event goes to 1 to {MAX_CHANNELS_PER_EVENT} channels, got {len(channels)}")
+        for channel in channels:
+            problem = channel_name_problem(channel)
+            if problem:
+                http_error(400, f"{where}{problem}: {channel[:210]!r}")
+        if len(channels) > 1 and any(channel_type(c).kind is ChannelKind.ENCRYPTED for c in channels):
+            http_error(400, f"{where}an event to an encrypted channel must go to that channel alone")
+        return channels
+
+    # Endpoints -----------------------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.Response:
+        signed = await self.authenticate(request)
+        event = self._event(signed.app, self._json_object(signed.body), batch=False)
+        await self._node.publish(signed.app, event.channels, event.name, event.data, event.socket_id)
+        if not event.info:
+            return json_response({})
+        channels = {
+            channel: await self._channel_attributes(signed.app, channel, event.info) for channel in event.channels
+        }
+        return json_response({"channels": channels})
+
+    async def batch_events(self, request: web.Request) -> web.Response:
+        signed = await self.authenticate(request)
+        batch = self._json_object(signed.body).get("batch")
+        if not isinstance(batch, list) or not all(isinstance(entry, dict) for entry in batch):
+            http_error(400, "batch must be a list of event objects")
+        if not 1 <= len(batch) <= MAX_BATCH_SIZE:
+            http_error(400, f"batch takes 1 to {MAX_BATCH_SIZE} events, got {len(batch)}")
+        # Validate every event before publishing any, so a bad batch publishes nothing.
+        events = [self._event(signed.app, entry, batch=True, where=f"batch[{i}]: ") for i, entry in enumerate(batch)]
+        for event in events:
+            await self._node.publish(signed.app, event.channels, event.name, event.data, event.socket_id)
+        if not any(event.info for event in events):
+            return json_response({})
+        results = [
+            await self._channel_attributes(signed.app, event.channels[0], event.info) if event.info else {}
+            for event in events
+        ]
+        return json_response({"batch": results})
+
+    async def _channel_attributes(self, app: AppConfig, channel: str, info: frozenset[str]) -> dict[str, Any]:
+        """Attributes that apply to this channel: user_count only on presence channels."""
+        adapter = self._node.adapter
+        attributes: dict[str, Any] = {}
+        if "user_count" in info and is_presence(channel):
+            attributes["user_count"] = await adapter.member_count(app.id, channel)
+        if "subscription_count" in info:
+            attributes["subscription_count"] = await adapter.subscription_count(app.id, channel)
+        return attributes
+
+    async def channels(self, request: web.Request) -> web.Response:
+        signed = await self.authenticate(request)
+        prefix = request.query.get("filter_by_prefix", "")
+        info = self._info(request.query.get("info"), CHANNELS_INFO)
+        if "user_count" in info and not prefix.startswith("presence-"):
+            http_error(400, "info=user_count needs filter_by_prefix=presence-")
+        adapter = self._node.adapter
+        occupied = await adapter.channels(signed.app.id, prefix)
+        result: dict[str, dict[str, Any]] = {}
+        for channel, subscription_count in sorted(occupied.items()):
+            attributes: dict[str, Any] = {}
+            if "user_count" in info:
+                attributes["user_count"] = await adapter.member_count(signed.app.id, channel)
+            if "subscription_count" in info:
+                attributes["subscription_count"] = subscription_count
+            result[channel] = attributes
+        return json_response({"channels": result})
+
+    def _channel_name(self, request: web.Request) -> str:
+        channel = request.match_info["channel"]
+        problem = channel_name_problem(channel)
+        if problem:
+            http_error(400, f"{problem}: {channel[:210]!r}")
+        return channel
+
+    async def channel(self, request: web.Request) -> web.Response:
+        signed = await self.authenticate(request)
+        channel = self._channel_name(request)
+        info = self._info(request.query.get("info"), CHANNEL_INFO)
+        if "user_count" in info and not is_presence(channel):
+            http_error(400, "info=user_count applies to presence channels only")
+        if "cache" in info and not is_cache(channel):
+            http_error(400, "info=cache applies to cache channels only")
+        adapter = self._node.adapter
+        app_id = signed.app.id
+        subscription_count = await adapter.subscription_count(app_id, channel)
+        result: dict[str, Any] = {"occupied": subscription_count > 0}
+        if "user_count" in info:
+            result["user_count"] = await adapter.member_count(app_id, channel)
+        if "subscription_count" in info:
+            result["subscription_count"] = subscription_count
+        if "cache" in info:
+            cached = await adapter.get_cache(app_id, channel)
+            result["cache"] = (
+                None
+                if cached is None
+                else {"event": cached.event, "data": cached.data, "ttl": max(0, int(cached.expires_at - time.time()))}
+            )
+        return json_response(result)
+
+    async def users(self, request: web.Request) -> web.Response:
+        signed = await self.authenticate(request)
+        channel = self._channel_name(request)
+        if not is_presence(channel):
+            http_error(400, "Users can only be listed for presence channels")
+        members = await self._node.adapter.members(signed.app.id, channel)
+        return json_response({"users": [{"id": user_id} for user_id in members]})
+
+    async def terminate(self, request: web.Request) -> web.Response:
+        signed = await self.authenticate(request)
+        user_id = request.match_info["user_id"]
+        if not user_id or len(user_id) > 128:
+            http_error(400, "user_id must be 1 to 128 characters")
+        self._node.terminate_user(signed.app, user_id)
+        return json_response({})
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 404/405/413 become JSON bodies like ours; never an error with status 200."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400 or error.content_type == "application/json":
+            raise
+        message = error.reason if error.status != 413 else "Request body is too large"
+        raise _json_exception(error.status, message) from None

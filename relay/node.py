@@ -1,0 +1,368 @@
+"""Node: carries out session actions against the registry, the adapter and webhooks.
+
+It owns the socket_id → Connection map and is the only place where these parts meet. Fan-out
+encodes a WebSocket frame once per event and hands the same bytes to every local subscriber
+without awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from relay import wsframe
+from relay.adapters.base import (
+    Adapter,
+    CachedEvent,
+    Envelope,
+    EnvelopeKind,
+    LocalSnapshot,
+    LocalSubscription,
+)
+from relay.apps import AppDirectory
+from relay.config import AppConfig
+from relay.metrics import Metrics
+from relay.protocol import errors, messages
+from relay.protocol.actions import (
+    Action,
+    Close,
+    Join,
+    Leave,
+    PublishClientEvent,
+    Send,
+    SignedIn,
+)
+from relay.protocol.channels import is_cache, is_presence
+from relay.protocol.session import Session, SessionSettings
+from relay.registry import ChannelRegistry
+from relay.signing import AppVerifier
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_CODE = errors.RECONNECT_IMMEDIATELY  # like soketi: clients reconnect, to another node
+
+
+class Connection(Protocol):
+    """One client socket, as the transport provides it."""
+
+    socket_id: str
+    app: AppConfig
+    session: Session
+
+    def send(self, frame: bytes) -> None:
+        """Queue one JSON frame; written with the rest of this loop iteration's frames."""
+
+    def send_wire(self, wire: bytes) -> None:
+        """Queue bytes already framed for the wire (shared by every subscriber of a fan-out)."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Flush what is queued, send a close frame with `code` and end the connection."""
+
+
+class WebhookSink(Protocol):
+    def notify(self, app: AppConfig, event: Mapping[str, Any]) -> None:
+        """Queue one webhook event for `app`; never blocks."""
+
+
+class NoWebhooks:
+    def notify(self, app: AppConfig, event: Mapping[str, Any]) -> None:
+        pass
+
+
+def session_settings(app: AppConfig) -> SessionSettings:
+    return SessionSettings(
+        activity_timeout=app.activity_timeout,
+        pong_timeout=app.pong_timeout,
+        enable_client_events=app.enable_client_events,
+        client_event_rate=app.client_event_rate,
+        max_message_size=app.max_message_size,
+        max_presence_member_size=app.max_presence_member_size,
+        user_authentication_timeout=app.user_authentication_timeout,
+    )
+
+
+class Node:
+    def __init__(
+        self,
+        apps: AppDirectory,
+        adapter: Adapter,
+        metrics: Metrics | None = None,
+        webhooks: WebhookSink | None = None,
+    ) -> None:
+        self.apps = apps
+        self.adapter = adapter
+        self.metrics = metrics or Metrics()
+        self.webhooks: WebhookSink = webhooks or NoWebhooks()
+        self.connections: dict[str, Connection] = {}
+        self.registry: ChannelRegistry[Connection] = ChannelRegistry()
+        # (app_id, user_id) -> socket ids signed in as that user on this node
+        self.users: dict[tuple[str, str], set[str]] = {}
+        self._verifiers: dict[str, AppVerifier] = {}
+        self._settings: dict[str, SessionSettings] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.accepting = True
+
+    # Life cycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.adapter.start(self)
+        self._sweeper = asyncio.create_task(self._sweep(), name="relay-session-sweeper")
+
+    def close_connections(self) -> None:
+        """Close every connection with 4200: clients reconnect at once, to another node."""
+        self.accepting = False
+        for connection in list(self.connections.values()):
+            connection.send(errors.encode_error(SHUTDOWN_CODE, "Server is shutting down"))
+            connection.close(SHUTDOWN_CODE, "Server is shutting down")
+
+    async def stop(self) -> None:
+        self.close_connections()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.adapter.close()
+
+    async def _sweep(self) -> None:
+        """Keep-alive and sign-in deadlines: tick every session once a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for connection in list(self.connections.values()):
+                try:
+                    actions = connection.session.tick(now)
+                    if actions:
+                        await self._execute(connection, actions)
+                except Exception:
+                    logger.exception("session tick failed for socket_id=%s", connection.socket_id)
+
+    def new_session(self, socket_id: str, app: AppConfig, now: float) -> Session:
+        verifier = self._verifiers.get(app.id)
+        if verifier is None:
+            verifier = self._verifiers[app.id] = AppVerifier(app.key, app.secret)
+            self._settings[app.id] = session_settings(app)
+        return Session(socket_id, self._settings[app.id], verifier, now)
+
+    # Connections ---------------------------------------------------------------------------------
+
+    async def open(self, connection: Connection) -> bool:
+        """Count the connection against the app's quota and greet it; False when refused (4100)."""
+        app = connection.app
+        count = await self.adapter.add_connection(app.id, connection.socket_id)
+        if app.max_connections and count > app.max_connections:
+            await self.adapter.remove_connection(app.id, connection.socket_id)
+            self.metrics.connections_refused += 1
+            message = "The application is over its connection quota"
+            connection.send(errors.encode_error(errors.OVER_CAPACITY, message))
+            connection.close(errors.OVER_CAPACITY, message)
+            return False
+        self.connections[connection.socket_id] = connection
+        self.metrics.connections_opened += 1
+        connection.send(messages.connection_established(connection.socket_id, app.activity_timeout))
+        return True
+
+    async def receive(self, connection: Connection, raw: bytes | str) -> None:
+        self.metrics.messages_received += 1
+        loop = asyncio.get_running_loop()
+        actions = connection.session.receive(raw, loop.time())
+        if actions:
+            await self._execute(connection, actions)
+
+    async def disconnect(self, connection: Connection) -> None:
+        """Undo everything the connection held: subscriptions, presence, sign-in, quota."""
+        socket_id = connection.socket_id
+        if self.connections.pop(socket_id, None) is None:
+            return
+        self.metrics.connections_closed += 1
+        session = connection.session
+        session.closed = True
+        app = connection.app
+        for channel, user_id in list(session.channels.items()):
+            try:
+                await self._leave(connection, Leave(channel, user_id))
+            except Exception:
+                logger.exception("leaving %s failed for socket_id=%s", channel, socket_id)
+        session.channels.clear()
+        if session.user is not None:
+            key = (app.id, session.user.user_id)
+            sockets = self.users.get(key)
+            if sockets is not None:
+                sockets.discard(socket_id)
+                if not sockets:
+                    del self.users[key]
+        await self.adapter.remove_connection(app.id, socket_id)
+
+    # Actions -------------------------------------------------------------------------------------
+
+    async def _execute(self, connection: Connection, actions: Iterable[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send():
+                    connection.send(action.frame)
+                case Close():
+                    connection.close(action.code, action.reason)
+                case Join():
+                    await self._join(connection, action)
+                case Leave():
+                    await self._leave(connection, action)
+                case PublishClientEvent():
+                    self._client_event(connection, action)
+                case SignedIn():
+                    self._signed_in(connection, action)
+
+    async def _join(self, connection: Connection, join: Join) -> None:
+        app = connection.app
+        channel = join.channel
+        socket_id = connection.socket_id
+        member = join.member
+        already = self.registry.contains(app.id, channel, socket_id)
+        if member is None:
+            connection.send(messages.subscription_succeeded(channel))
+        else:
+            first_for_user = False
+            if not already:
+                members = await self.adapter.members(app.id, channel)
+                if member.user_id not in members and len(members) >= app.max_presence_members:
+                    connection.session.join_refused(channel)
+                    limit = f"Presence channel is full ({app.max_presence_members} members)"
+                    frame = messages.subscription_error(channel, "LimitReached", limit, errors.OVER_CAPACITY)
+                    connection.send(frame)
+                    return
+                first_for_user = await self.adapter.add_member(
+                    app.id, channel, socket_id, member.user_id, member.user_info
+                )
+            members = await self.adapter.members(app.id, channel)
+            connection.send(messages.presence_subscription_succeeded(channel, members))
+            if first_for_user:
+                frame = messages.member_added(channel, member.user_id, member.user_info)
+                self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame, socket_id))
+                self.webhooks.notify(app, {"name": "member_added", "channel": channel, "user_id": member.user_id})
+        if not already:
+            if self.registry.add(app.id, channel, socket_id, connection):
+                self.adapter.channel_occupied_locally(app.id, channel)
+            if await self.adapter.add_subscription(app.id, channel, socket_id):
+                self.webhooks.notify(app, {"name": "channel_occupied", "channel": channel})
+        if join.channel_type.is_cache:
+            await self._send_cached(connection, channel)
+
+    async def _send_cached(self, connection: Connection, channel: str) -> None:
+        app = connection.app
+        cached = await self.adapter.get_cache(app.id, channel)
+        if cached is None:
+            connection.send(messages.cache_miss(channel))
+            self.webhooks.notify(app, {"name": "cache_miss", "channel": channel})
+        else:
+            connection.send(messages.channel_event(cached.event, channel, cached.data))
+
+    async def _leave(self, connection: Connection, leave: Leave) -> None:
+        app = connection.app
+        channel = leave.channel
+        socket_id = connection.socket_id
+        if not self.registry.contains(app.id, channel, socket_id):
+            return
+        if self.registry.remove(app.id, channel, socket_id):
+            self.adapter.channel_vacated_locally(app.id, channel)
+        if leave.user_id is not None and is_presence(channel):
+            if await self.adapter.remove_member(app.id, channel, socket_id, leave.user_id):
+                self.member_removed(app, channel, leave.user_id)
+        if await self.adapter.remove_subscription(app.id, channel, socket_id):
+            self.webhooks.notify(app, {"name": "channel_vacated", "channel": channel})
+
+    def member_removed(self, app: AppConfig, channel: str, user_id: str) -> None:
+        frame = messages.member_removed(channel, user_id)
+        self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame))
+        self.webhooks.notify(app, {"name": "member_removed", "channel": channel, "user_id": user_id})
+
+    def _client_event(self, connection: Connection, event: PublishClientEvent) -> None:
+        app = connection.app
+        self.metrics.client_events += 1
+        envelope = Envelope(EnvelopeKind.EVENT, app.id, event.channel, event.frame, connection.socket_id)
+        self.adapter.publish(envelope)
+        data = event.data if isinstance(event.data, str) else orjson.dumps(event.data).decode()
+        webhook: dict[str, Any] = {
+            "name": "client_event",
+            "channel": event.channel,
+            "event": event.event,
+            "data": data,
+            "socket_id": connection.socket_id,
+        }
+        if event.user_id is not None:
+            webhook["user_id"] = event.user_id
+        self.webhooks.notify(app, webhook)
+
+    def _signed_in(self, connection: Connection, signed_in: SignedIn) -> None:
+        self.users.setdefault((connection.app.id, signed_in.user_id), set()).add(connection.socket_id)
+
+    # Fan-out -------------------------------------------------------------------------------------
+
+    def deliver(self, envelope: Envelope) -> None:
+        """ClusterListener: called for every envelope; must not block."""
+        if envelope.kind is EnvelopeKind.EVENT:
+            subscribers = self.registry.subscribers(envelope.app_id, envelope.channel)
+            if not subscribers:
+                return
+            wire = wsframe.text_frame(envelope.frame)
+            skip = envelope.except_socket_id
+            for socket_id, connection in subscribers.items():
+                if socket_id != skip:
+                    connection.send_wire(wire)
+            self.metrics.frames_delivered += len(subscribers) - (skip in subscribers)
+        elif envelope.kind is EnvelopeKind.TERMINATE_USER:
+            self._terminate_local(envelope.app_id, envelope.user_id)
+
+    def _terminate_local(self, app_id: str, user_id: str) -> None:
+        message = "You got disconnected by the app"
+        for socket_id in list(self.users.get((app_id, user_id), ())):
+            connection = self.connections.get(socket_id)
+            if connection is not None:
+                connection.send(errors.encode_error(errors.CONNECTION_UNAUTHORIZED, message))
+                connection.close(errors.CONNECTION_UNAUTHORIZED, message)
+
+    def member_lost(self, app_id: str, channel: str, user_id: str) -> None:
+        app = self.apps.by_id(app_id)
+        if app is not None:
+            self.member_removed(app, channel, user_id)
+
+    def channel_lost(self, app_id: str, channel: str) -> None:
+        app = self.apps.by_id(app_id)
+        if app is not None:
+            self.webhooks.notify(app, {"name": "channel_vacated", "channel": channel})
+
+    def local_snapshot(self) -> LocalSnapshot:
+        counts: dict[str, int] = {}
+        subscriptions: list[LocalSubscription] = []
+        for connection in self.connections.values():
+            app_id = connection.app.id
+            counts[app_id] = counts.get(app_id, 0) + 1
+        for app_id, channel, socket_id in self.registry.entries():
+            connection = self.connections.get(socket_id)
+            if connection is None:
+                continue
+            user_id = connection.session.channels.get(channel)
+            user_info = None
+            if user_id is not None and connection.session.user is not None:
+                user_info = connection.session.user.user_info
+            subscriptions.append(LocalSubscription(app_id, channel, socket_id, user_id, user_info))
+        return LocalSnapshot(counts, tuple(subscriptions))
+
+    # HTTP API operations -------------------------------------------------------------------------
+
+    async def publish(
+        self, app: AppConfig, channels: Iterable[str], event: str, data: str, except_socket_id: str = ""
+    ) -> None:
+        """An HTTP API event: one frame per channel, encoded once, published once."""
+        for channel in channels:
+            frame = messages.channel_event(event, channel, data)
+            if is_cache(channel):
+                cached = CachedEvent(event, data, time.time() + app.cache_ttl)
+                await self.adapter.set_cache(app.id, channel, cached)
+            self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame, except_socket_id))
+            self.metrics.events_published += 1
+
+    def terminate_user(self, app: AppConfig, user_id: str) -> None:
+        self.adapter.publish(Envelope(EnvelopeKind.TERMINATE_USER, app.id, user_id=user_id))

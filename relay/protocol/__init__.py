@@ -1,0 +1,1 @@
+"""The Pusher protocol without I/O: frames in, actions out."""

@@ -1,0 +1,303 @@
+"""One connection's protocol state machine.
+
+`receive(raw, now)` and `tick(now)` return actions; the session never awaits, never reads a clock and
+never sees a socket. Rules it enforces, in PROTOCOL.md's words:
+- subscribe: valid name (§4), auth by prefix (§2.3), presence `channel_data` (§2.4), `#` only for the
+  socket's own server-to-user channel (§11b.11); a re-subscribe is answered again, not joined twice;
+- client events (§2.5): app setting, `client-` prefix, sender subscribed, private/presence only,
+  size and rate limits, `user_id` added on presence;
+- sign-in (§2.6): signature over `socket_id::user::user_data`, one user per connection;
+- keep-alive (§1.3): ping after `activity_timeout` of inbound silence, close 4201 when nothing answers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from relay.protocol import errors, messages
+from relay.protocol.actions import (
+    Action,
+    Close,
+    Join,
+    Leave,
+    Member,
+    PublishClientEvent,
+    Send,
+    SignedIn,
+)
+from relay.protocol.channels import (
+    ChannelKind,
+    channel_name_problem,
+    channel_type,
+    server_to_user_channel,
+)
+
+MAX_WATCHLIST: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The per-app settings a session enforces."""
+
+    activity_timeout: float = 30.0
+    pong_timeout: float = 30.0
+    enable_client_events: bool = True
+    client_event_rate: float = 10.0  # per second; 0 turns the limit off
+    max_message_size: int = 10_000
+    max_user_id_length: int = 128
+    max_presence_member_size: int = 1024
+    user_authentication_timeout: float = 0.0  # 0: sign-in not required
+
+
+class Verifier(Protocol):
+    """Checks client auth strings for one app (implemented over relay.signing)."""
+
+    def channel_auth_ok(self, socket_id: str, channel: str, auth: str, channel_data: str | None) -> bool: ...
+
+    def signin_ok(self, socket_id: str, user_data: str, auth: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class _User:
+    user_id: str
+    user_info: Any
+
+
+class Session:
+    def __init__(self, socket_id: str, settings: SessionSettings, verifier: Verifier, now: float) -> None:
+        self.socket_id = socket_id
+        self.settings = settings
+        self._verifier = verifier
+        self.connected_at = now
+        self.last_inbound = now
+        self._pinged_at: float | None = None
+        self.closed = False
+        # channel -> presence user_id on that channel (None for other kinds)
+        self.channels: dict[str, str | None] = {}
+        self.user: _User | None = None
+        self._tokens = settings.client_event_rate
+        self._tokens_at = now
+
+    # Frames in -----------------------------------------------------------------------------------
+
+    def receive(self, raw: bytes | str, now: float) -> list[Action]:
+        if self.closed:
+            return []
+        self.last_inbound = now
+        self._pinged_at = None
+        if len(raw) > self.settings.max_message_size:
+            return [_error(errors.CLIENT_EVENT_REJECTED, self._too_large())]
+        try:
+            message = messages.parse_message(raw)
+            return self._handle(message, now)
+        except errors.PusherError as error:
+            return self._refuse(error)
+
+    def _too_large(self) -> str:
+        return f"Message is larger than {self.settings.max_message_size} bytes"
+
+    def _refuse(self, error: errors.PusherError) -> list[Action]:
+        frame = Send(errors.encode_error(error.code, error.message, error.channel))
+        if error.close and error.code is not None:
+            self.closed = True
+            return [frame, Close(error.code, error.message)]
+        return [frame]
+
+    def _handle(self, message: messages.Message, now: float) -> list[Action]:
+        match message:
+            case messages.Ping():
+                return [Send(messages.PONG)]
+            case messages.Pong():
+                return []
+            case messages.Subscribe():
+                return self._subscribe(message)
+            case messages.Unsubscribe():
+                if message.channel not in self.channels:
+                    return []
+                return [Leave(message.channel, self.channels.pop(message.channel))]
+            case messages.ClientEvent():
+                return self._client_event(message, now)
+            case messages.Signin():
+                return self._signin(message)
+            case messages.UnknownEvent():
+                return [_error(errors.INVALID_MESSAGE_FORMAT, f"Unsupported event: {message.event[:64]}")]
+
+    # Subscribe -----------------------------------------------------------------------------------
+
+    def _subscribe(self, message: messages.Subscribe) -> list[Action]:
+        channel = message.channel
+        problem = channel_name_problem(channel)
+        if problem:
+            return [Send(messages.subscription_error(channel, "InvalidChannel", problem, 400))]
+        kind = channel_type(channel)
+        member: Member | None = None
+        if kind.kind is ChannelKind.SERVER_TO_USER:
+            if self.user is None or channel != server_to_user_channel(self.user.user_id):
+                return [_auth_error(channel, "Only the signed-in user may subscribe to its own channel")]
+        elif kind.kind is ChannelKind.PRESENCE:
+            member_or_error = self._presence_member(message)
+            if isinstance(member_or_error, Send):
+                return [member_or_error]
+            member = member_or_error
+        elif kind.needs_auth and not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, None):
+            return [_auth_error(channel, _bad_signature(self.socket_id, channel))]
+        if channel in self.channels:
+            # Already subscribed: success again, no second membership (§11b.10).
+            previous = self.channels[channel]
+            if member is None or previous == member.user_id:
+                return [Join(channel, kind, None if member is None else member)]
+            # Same socket, another user id: leave as the old member, join as the new one.
+            self.channels[channel] = member.user_id
+            return [Leave(channel, previous), Join(channel, kind, member)]
+        self.channels[channel] = None if member is None else member.user_id
+        return [Join(channel, kind, member)]
+
+    def _presence_member(self, message: messages.Subscribe) -> Member | Send:
+        channel = message.channel
+        channel_data = message.channel_data
+        if channel_data is None:
+            # A signed-in socket may join with its sign-in identity, signed over socket_id:channel (§11b.11).
+            if self.user is None:
+                return _auth_error(channel, "Presence channels need channel_data")
+            if not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, None):
+                return _auth_error(channel, _bad_signature(self.socket_id, channel))
+            return Member(self.user.user_id, self.user.user_info)
+        if not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, channel_data):
+            return _auth_error(channel, _bad_signature(self.socket_id, channel))
+        try:
+            parsed = orjson.loads(channel_data)
+        except orjson.JSONDecodeError:
+            return _auth_error(channel, "channel_data is not JSON")
+        if not isinstance(parsed, dict):
+            return _auth_error(channel, "channel_data must be a JSON object")
+        user_id = _user_id_string(parsed.get("user_id"))
+        if user_id is None:
+            return _auth_error(channel, "channel_data needs a user_id (string or number)")
+        if len(user_id) > self.settings.max_user_id_length:
+            return _limit_error(channel, f"user_id is longer than {self.settings.max_user_id_length} characters")
+        user_info = parsed.get("user_info")
+        if len(orjson.dumps(user_info)) > self.settings.max_presence_member_size:
+            limit = self.settings.max_presence_member_size
+            return _limit_error(channel, f"user_info is larger than {limit} bytes")
+        return Member(user_id, user_info)
+
+    def join_refused(self, channel: str) -> None:
+        """The node refused a Join (e.g. presence channel full): forget the subscription."""
+        self.channels.pop(channel, None)
+
+    # Client events -------------------------------------------------------------------------------
+
+    def _client_event(self, message: messages.ClientEvent, now: float) -> list[Action]:
+        channel = message.channel
+        if not self.settings.enable_client_events:
+            return [_error(errors.CLIENT_EVENT_REJECTED, "The app does not have client events enabled", channel)]
+        if channel not in self.channels:
+            return [_error(errors.CONNECTION_UNAUTHORIZED, "The client is not subscribed to the channel", channel)]
+        kind = channel_type(channel)
+        if not kind.allows_client_events:
+            why = "Client events are only supported on private and presence channels, not encrypted ones"
+            return [_error(errors.CLIENT_EVENT_REJECTED, why, channel)]
+        if not self._take_token(now):
+            return [_error(errors.CLIENT_EVENT_REJECTED, "Client event rejected due to rate limit", channel)]
+        user_id = self.channels[channel] if kind.kind is ChannelKind.PRESENCE else None
+        frame = messages.client_event(message.event, channel, message.data, user_id)
+        return [PublishClientEvent(channel, message.event, message.data, frame, user_id)]
+
+    def _take_token(self, now: float) -> bool:
+        """Token bucket: `client_event_rate` per second, bursts up to the same number."""
+        rate = self.settings.client_event_rate
+        if rate <= 0:
+            return True
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    # Sign-in -------------------------------------------------------------------------------------
+
+    def _signin(self, message: messages.Signin) -> list[Action]:
+        if not self._verifier.signin_ok(self.socket_id, message.user_data, message.auth):
+            return self._refuse(
+                errors.PusherError(errors.CONNECTION_UNAUTHORIZED, "Invalid sign-in signature", close=True)
+            )
+        try:
+            user_data = orjson.loads(message.user_data)
+        except orjson.JSONDecodeError:
+            user_data = None
+        user_id = user_data.get("id") if isinstance(user_data, dict) else None
+        if not isinstance(user_id, str) or not user_id:
+            return [_error(errors.CONNECTION_UNAUTHORIZED, "user_data needs a non-empty string id")]
+        if len(user_id) > self.settings.max_user_id_length:
+            return [_error(errors.CONNECTION_UNAUTHORIZED, "user id is too long")]
+        assert isinstance(user_data, dict)
+        if self.user is not None and self.user.user_id != user_id:
+            return [_error(errors.CONNECTION_UNAUTHORIZED, "The connection is signed in as another user")]
+        actions: list[Action] = [Send(messages.signin_success(message.user_data))]
+        watchlist = user_data.get("watchlist")
+        watched: tuple[str, ...] = ()
+        if isinstance(watchlist, list):
+            watched = tuple(str(entry) for entry in watchlist[:MAX_WATCHLIST])
+            if len(watchlist) > MAX_WATCHLIST:
+                actions.append(_error(errors.WATCHLIST_LIMIT_EXCEEDED, "Watchlist limit exceeded"))
+        if self.user is None:
+            self.user = _User(user_id, user_data.get("user_info"))
+            actions.append(SignedIn(user_id, self.user.user_info, watched))
+        return actions
+
+    # Time ----------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Keep-alive and the sign-in deadline; called periodically by the node."""
+        if self.closed:
+            return []
+        deadline = self.settings.user_authentication_timeout
+        if deadline > 0 and self.user is None and now - self.connected_at >= deadline:
+            return self._refuse(
+                errors.PusherError(
+                    errors.CONNECTION_UNAUTHORIZED,
+                    "Sign-in is required and did not happen in time",
+                    close=True,
+                )
+            )
+        if self._pinged_at is not None:
+            if now - self._pinged_at >= self.settings.pong_timeout:
+                self.closed = True
+                return [Close(errors.PONG_NOT_RECEIVED, "Pong reply not received")]
+            return []
+        if now - self.last_inbound >= self.settings.activity_timeout:
+            self._pinged_at = now
+            return [Send(messages.PING)]
+        return []
+
+
+def _error(code: int | None, message: str, channel: str = "") -> Send:
+    return Send(errors.encode_error(code, message, channel))
+
+
+def _auth_error(channel: str, why: str) -> Send:
+    return Send(messages.subscription_error(channel, "AuthError", why, 401))
+
+
+def _limit_error(channel: str, why: str) -> Send:
+    return Send(messages.subscription_error(channel, "LimitReached", why, errors.OVER_CAPACITY))
+
+
+def _bad_signature(socket_id: str, channel: str) -> str:
+    return f"Invalid signature: expected HMAC SHA256 hex digest of {socket_id}:{channel}[:channel_data]"
+
+
+def _user_id_string(value: object) -> str | None:
+    """Laravel sends string ids, others numbers; members are compared as strings (§2.4)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return None
