@@ -18,9 +18,9 @@ from relay.apps import AppDirectory
 from relay.config import AppConfig
 from relay.node import Node
 from relay.protocol.channels import (
+    ChannelKind,
     channel_name_problem,
     channel_type,
-    ChannelKind,
     event_name_problem,
     is_cache,
     is_presence,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -137,7 +137,7 @@ class Node:
                 try:
                     actions = connection.session.tick(now)
                     if actions:
-                        await self._execute(connection, actions)
+                        self._execute_now(connection, actions)
                 except Exception:
                     logger.exception("session tick failed for socket_id=%s", connection.socket_id)
 
@@ -167,11 +167,28 @@ class Node:
         return True
 
     async def receive(self, connection: Connection, raw: bytes | str) -> None:
+        pending = self.receive_nowait(connection, raw)
+        if pending is not None:
+            await pending
+
+    def receive_nowait(self, connection: Connection, raw: bytes | str) -> Coroutine[Any, Any, None] | None:
+        """Handle one frame; returns a coroutine only when it needs cluster state (subscribe, unsubscribe).
+
+        Pings, client events and refusals complete here without a task, so a transport can keep
+        reading; it must await a returned coroutine before handing this connection its next frame.
+        """
         self.metrics.messages_received += 1
-        loop = asyncio.get_running_loop()
-        actions = connection.session.receive(raw, loop.time())
-        if actions:
-            await self._execute(connection, actions)
+        actions = connection.session.receive(raw, self._loop_time())
+        if not actions:
+            return None
+        if not any(isinstance(action, Join | Leave) for action in actions):
+            self._execute_now(connection, actions)
+            return None
+        return self._execute(connection, actions)
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     async def disconnect(self, connection: Connection) -> None:
         """Undo everything the connection held: subscriptions, presence, sign-in, quota."""
@@ -201,19 +218,27 @@ class Node:
 
     async def _execute(self, connection: Connection, actions: Iterable[Action]) -> None:
         for action in actions:
+            if isinstance(action, Join):
+                await self._join(connection, action)
+            elif isinstance(action, Leave):
+                await self._leave(connection, action)
+            else:
+                self._execute_now(connection, (action,))
+
+    def _execute_now(self, connection: Connection, actions: Iterable[Action]) -> None:
+        """Actions that need no cluster state."""
+        for action in actions:
             match action:
                 case Send():
                     connection.send(action.frame)
                 case Close():
                     connection.close(action.code, action.reason)
-                case Join():
-                    await self._join(connection, action)
-                case Leave():
-                    await self._leave(connection, action)
                 case PublishClientEvent():
                     self._client_event(connection, action)
                 case SignedIn():
                     self._signed_in(connection, action)
+                case Join() | Leave():
+                    raise AssertionError("Join and Leave need _execute")
 
     async def _join(self, connection: Connection, join: Join) -> None:
         app = connection.app
