@@ -85,8 +85,7 @@ async def serve(config: Config, reuse_port: bool = False) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None, backlog=4096)
     await site.start()
-    bound = [sock.getsockname() for server in [site._server] if server for sock in server.sockets]
-    port = bound[0][1] if bound else config.port
+    port = runner.addresses[0][1] if runner.addresses else config.port
     logger.info("relay %s listening on http://%s:%s (pid %s)", __version__, config.host, port, os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -38,27 +38,16 @@ CHANNELS_INFO: Final = frozenset({"user_count", "subscription_count"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class ApiError(web.HTTPException):
+    """An HTTP API error of any 4xx status with a JSON body `{"error": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status_code = status
+        super().__init__(body=orjson.dumps({"error": message}), content_type="application/json")
+
+
 def http_error(status: int, message: str) -> NoReturn:
-    raise _json_exception(status, message)
-
-
-def _json_exception(status: int, message: str) -> web.HTTPException:
-    body = orjson.dumps({"error": message})
-    for cls in _STATUS_CLASSES:
-        if cls.status_code == status:
-            return cls(body=body, content_type="application/json")
-    return web.HTTPBadRequest(body=body, content_type="application/json")
-
-
-_STATUS_CLASSES: Final = (
-    web.HTTPBadRequest,
-    web.HTTPUnauthorized,
-    web.HTTPForbidden,
-    web.HTTPNotFound,
-    web.HTTPMethodNotAllowed,
-    web.HTTPRequestEntityTooLarge,
-    web.HTTPTooManyRequests,
-)
+    raise ApiError(status, message)
 
 
 def json_response(payload: Mapping[str, Any], status: int = 200) -> web.Response:
@@ -343,4 +332,4 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if error.status < 400 or error.content_type == "application/json":
             raise
         message = error.reason if error.status != 413 else "Request body is too large"
-        raise _json_exception(error.status, message) from None
+        raise ApiError(error.status, message) from None

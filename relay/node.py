@@ -365,13 +365,13 @@ class Node:
             app_id = connection.app.id
             counts[app_id] = counts.get(app_id, 0) + 1
         for app_id, channel, socket_id in self.registry.entries():
-            connection = self.connections.get(socket_id)
-            if connection is None:
+            subscriber = self.connections.get(socket_id)
+            if subscriber is None:
                 continue
-            user_id = connection.session.channels.get(channel)
+            user_id = subscriber.session.channels.get(channel)
             user_info = None
-            if user_id is not None and connection.session.user is not None:
-                user_info = connection.session.user.user_info
+            if user_id is not None:
+                user_info = subscriber.session.member_info.get(channel)
             subscriptions.append(LocalSubscription(app_id, channel, socket_id, user_id, user_info))
         return LocalSnapshot(counts, tuple(subscriptions))
 

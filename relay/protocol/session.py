@@ -78,6 +78,8 @@ class Session:
         self.closed = False
         # channel -> presence user_id on that channel (None for other kinds)
         self.channels: dict[str, str | None] = {}
+        # presence channel -> this socket's user_info there (to rebuild cluster state after an outage)
+        self.member_info: dict[str, Any] = {}
         self.user: _User | None = None
         self._tokens = settings.client_event_rate
         self._tokens_at = now
@@ -118,6 +120,7 @@ class Session:
             case messages.Unsubscribe():
                 if message.channel not in self.channels:
                     return []
+                self.member_info.pop(message.channel, None)
                 return [Leave(message.channel, self.channels.pop(message.channel))]
             case messages.ClientEvent():
                 return self._client_event(message, now)
@@ -152,8 +155,11 @@ class Session:
                 return [Join(channel, kind, None if member is None else member)]
             # Same socket, another user id: leave as the old member, join as the new one.
             self.channels[channel] = member.user_id
+            self.member_info[channel] = member.user_info
             return [Leave(channel, previous), Join(channel, kind, member)]
         self.channels[channel] = None if member is None else member.user_id
+        if member is not None:
+            self.member_info[channel] = member.user_info
         return [Join(channel, kind, member)]
 
     def _presence_member(self, message: messages.Subscribe) -> Member | Send:
@@ -188,6 +194,7 @@ class Session:
     def join_refused(self, channel: str) -> None:
         """The node refused a Join (e.g. presence channel full): forget the subscription."""
         self.channels.pop(channel, None)
+        self.member_info.pop(channel, None)
 
     # Client events -------------------------------------------------------------------------------
 
