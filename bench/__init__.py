@@ -1,0 +1,1 @@
+"""relay's benchmark suite: a load generator for any Pusher-protocol server."""

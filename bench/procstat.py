@@ -1,0 +1,116 @@
+"""CPU time and resident memory of a process and its descendants, read from /proc.
+
+Used for the server under test and for the generator's own processes alike, so both are measured
+the same way.
+"""
+
+import asyncio
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (relay --workers, node's helpers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                # Fields after the parenthesised command name; utime and stime are 14 and 15.
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLK_TCK
+
+
+def rss_bytes(pids: Iterable[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a set of processes used over one measurement window. cpu_pct is of one core."""
+
+    cpu_pct: float
+    rss_end: int
+    rss_peak: int
+    seconds: float
+
+
+class Sampler:
+    """Measures CPU over a window and samples RSS every `interval` seconds to find its peak."""
+
+    def __init__(self, root_pids: Iterable[int], interval: float = 0.25, descend: bool = True) -> None:
+        self.root_pids = list(root_pids)
+        # The generator's parent process is also the servers' parent: it must not descend.
+        self.descend = descend
+        self.interval = interval
+        self.pids: list[int] = []
+        self.cpu0 = 0.0
+        self.t0 = 0.0
+        self.peak = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def _refresh(self) -> list[int]:
+        if self.descend:
+            self.pids = [p for root in self.root_pids for p in descendants(root)]
+        else:
+            self.pids = list(self.root_pids)
+        return self.pids
+
+    def start(self) -> None:
+        self.cpu0 = cpu_seconds(self._refresh())
+        self.t0 = time.monotonic()
+        self.peak = rss_bytes(self.pids)
+        self.task = asyncio.create_task(self._sample(), name="rss-sampler")
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.peak = max(self.peak, rss_bytes(self.pids))
+
+    async def stop(self) -> Usage:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        seconds = time.monotonic() - self.t0
+        # CPU of processes that exited mid-window is lost; the sets measured here are stable.
+        cpu = cpu_seconds(self.pids) - self.cpu0
+        rss = rss_bytes(self.pids)
+        return Usage(100.0 * cpu / max(seconds, 1e-9), rss, max(self.peak, rss), seconds)

@@ -1,0 +1,1 @@
+"""The benchmark scenarios, by name, in the order `bench/run` runs them."""

@@ -1,0 +1,128 @@
+"""What every scenario gets (Context) and the shared publish-and-count measurement (measure_delivery)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bench.procstat import Sampler, Usage
+from bench.publisher import PublishReport
+from bench.results import Metric, percentiles
+from bench.servers import ServerHandle
+from bench.sizes import Sizes
+from bench.workers import WorkerPool
+
+
+@dataclass(slots=True)
+class Context:
+    server: ServerHandle
+    pool: WorkerPool
+    sizes: Sizes
+    log: Callable[[str], None]
+
+    def server_sampler(self) -> Sampler:
+        return Sampler(self.server.pids)
+
+    def generator_sampler(self) -> Sampler:
+        return Sampler([os.getpid(), *self.pool.pids], descend=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    publish: PublishReport
+    expected: int
+    received: int
+    seconds: float
+    latency: dict[str, float]
+    server: Usage
+    generator: Usage
+    client_errors: int
+    last_error: str
+
+    @property
+    def loss(self) -> float:
+        return max(0.0, 1.0 - self.received / self.expected) if self.expected else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.received / self.seconds if self.seconds else 0.0
+
+    def metrics(self) -> dict[str, Metric]:
+        return {
+            "delivered_per_s": round(self.rate, 1),
+            "expected": self.expected,
+            "received": self.received,
+            "loss_pct": round(100 * self.loss, 3),
+            **{k: round(v, 3) for k, v in self.latency.items()},
+            "published_ok": self.publish.ok,
+            "publish_failed": self.publish.failed,
+            "publish_max_lag_s": round(self.publish.max_lag, 3),
+            "server_cpu_pct": round(self.server.cpu_pct, 1),
+            "server_rss_mb": round(self.server.rss_peak / 2**20, 1),
+            "generator_cpu_pct": round(self.generator.cpu_pct, 1),
+            "client_errors": self.client_errors,
+            "last_error": self.last_error or self.publish.last_error,
+        }
+
+    def line(self) -> str:
+        lat = self.latency
+        return (f"delivered {self.rate:,.0f} msg/s  loss {100 * self.loss:.2f}%  "
+                f"p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.0f} ms  "
+                f"server cpu {self.server.cpu_pct:.0f}% rss {self.server.rss_peak / 2**20:.0f} MB  "
+                f"gen cpu {self.generator.cpu_pct:.0f}%")
+
+
+DELIVERY_RATIOS = {"delivered_per_s": True, "p99_ms": False, "server_cpu_pct": False, "server_rss_mb": False}
+
+
+async def measure_delivery(ctx: Context, publish: Callable[[], Awaitable[PublishReport]], copies: int,
+                           drain_timeout: float = 10.0, stall: float = 2.0) -> Delivery:
+    """Run `publish` and count what the subscribers receive: each successful request should reach
+    `copies` subscribers. Waits after publishing until everything arrived, nothing more arrived
+    for `stall` seconds, or `drain_timeout` passed."""
+    await ctx.pool.counters(reset=True)
+    server, generator = ctx.server_sampler(), ctx.generator_sampler()
+    server.start()
+    generator.start()
+    started = time.monotonic()
+    report = await publish()
+    expected = report.ok * copies
+    received, last_change = 0, time.monotonic()
+    deadline = last_change + drain_timeout
+    while time.monotonic() < deadline:
+        now_received = (await ctx.pool.counters())["received"]
+        if now_received >= expected:
+            received = now_received
+            break
+        if now_received != received:
+            received, last_change = now_received, time.monotonic()
+        elif time.monotonic() - last_change > stall:
+            break
+        await asyncio.sleep(0.05)
+    seconds = time.monotonic() - started
+    server_usage, generator_usage = await server.stop(), await generator.stop()
+    counters, latencies = await ctx.pool.collect(reset=True)
+    return Delivery(report, expected, counters["received"], seconds, percentiles(latencies), server_usage,
+                    generator_usage, counters["errors"], counters["last_error"])
+
+
+class ScenarioError(Exception):
+    """The scenario could not be measured (e.g. no connection could subscribe)."""
+
+
+async def subscribe_all(ctx: Context, channel: str, count: int, **extra: Metric) -> dict[str, Metric]:
+    """Connect `count` subscribers to `channel` (a pattern with {i} / {m} for per-connection
+    channels) and return connect metrics; a scenario measured on fewer subscribers than asked
+    says so in its metrics."""
+    target = ctx.server.targets[0]
+    reply = await ctx.pool.connect({**target.as_command(), "channel": channel,
+                                    "concurrency": ctx.sizes.connect_concurrency, **extra},
+                                   count, timeout=max(60.0, count / 50))
+    if reply["ok"] == 0:
+        raise ScenarioError(f"no subscriber connected: {reply['errors']}")
+    return {"subscribers": reply["ok"], "connect_failed": reply["failed"],
+            "connect_seconds": round(reply["elapsed"], 3),
+            "connect_errors": "; ".join(reply["errors"])[:300]}

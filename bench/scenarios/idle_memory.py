@@ -1,0 +1,56 @@
+"""idle memory: N subscribed connections that then stay idle; server RSS per connection (RSS growth
+over the idle baseline / N) and connections/s while connecting."""
+
+import asyncio
+import time
+
+from bench.procstat import descendants, rss_bytes
+from bench.results import Metric, Result
+from bench.scenarios.base import Context, subscribe_all
+
+PATTERN = "bench-idle-{m}"
+# Let the server finish whatever connecting left behind (buffers, GC) before reading RSS.
+SETTLE_SECONDS = 3.0
+
+
+async def idle_memory(ctx: Context) -> Result:
+    s = ctx.sizes
+    server_pids = ctx.server.pids
+    baseline = rss_bytes(_tree(server_pids))
+    generator = ctx.generator_sampler()
+    generator.start()
+    server = ctx.server_sampler()
+    server.start()
+    started = time.monotonic()
+    try:
+        connected = await subscribe_all(ctx, PATTERN, s.idle_connections, channel_mod=s.idle_channels)
+        connect_seconds = time.monotonic() - started
+        server_usage = await server.stop()
+        generator_usage = await generator.stop()
+        await asyncio.sleep(SETTLE_SECONDS)
+        loaded = rss_bytes(_tree(server_pids))
+        generator_rss = rss_bytes(ctx.pool.pids)
+        still_open = (await ctx.pool.counters())["open"]
+    finally:
+        await ctx.pool.close_connections()
+    n = int(connected["subscribers"])
+    per_conn = (loaded - baseline) / n if n else 0.0
+    rate = n / connect_seconds
+    metrics: dict[str, Metric] = {
+        **connected, "still_open": still_open, "connects_per_s": round(rate, 1),
+        "rss_baseline_mb": round(baseline / 2**20, 1), "rss_loaded_mb": round(loaded / 2**20, 1),
+        "rss_per_conn_kb": round(per_conn / 1024, 2),
+        "server_cpu_pct_while_connecting": round(server_usage.cpu_pct, 1),
+        "generator_cpu_pct": round(generator_usage.cpu_pct, 1),
+        "generator_rss_per_conn_kb": round(generator_rss / max(n, 1) / 1024, 2),
+        "channels": s.idle_channels,
+    }
+    line = (f"{n} conns ({still_open} open after {SETTLE_SECONDS:g}s): {per_conn / 1024:.1f} KB/conn "
+            f"(rss {baseline / 2**20:.0f} -> {loaded / 2**20:.0f} MB)  connect {rate:,.0f} conn/s  "
+            f"server cpu {server_usage.cpu_pct:.0f}%  gen cpu {generator_usage.cpu_pct:.0f}%")
+    return Result(ctx.server.name, "idle-memory", metrics, line,
+                  {"rss_per_conn_kb": False, "connects_per_s": True})
+
+
+def _tree(pids: list[int]) -> list[int]:
+    return [p for root in pids for p in descendants(root)]
