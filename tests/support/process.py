@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +17,18 @@ from .timeouts import STARTUP_TIMEOUT, STOP_TIMEOUT
 # Readiness checks are polled: an external process gives us nothing to await, so we ask
 # it again after this short pause until the deadline passes.
 _POLL_INTERVAL = 0.05
+
+
+_PR_SET_PDEATHSIG = 1
+# Resolved here, not in the forked child, so the child only makes one system call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the test runner itself is killed (so no teardown
+    runs), the kernel SIGKILLs this child too and no server outlives the run. Linux only."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ProcessError(RuntimeError):
@@ -33,7 +47,8 @@ class ManagedProcess:
     """A subprocess with stdout+stderr going to `log_path`.
 
     stop() sends SIGTERM and waits, then SIGKILL; kill() sends SIGKILL at once. Both signal
-    only this process's own PID and are safe to call more than once.
+    only this process's own PID and are safe to call more than once. Start it from the main
+    thread: the kernel kills it when the thread that started it ends.
     """
 
     def __init__(
@@ -65,6 +80,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=self._env,
                 cwd=self._cwd,
+                preexec_fn=_die_with_parent,
             )
 
     @property
