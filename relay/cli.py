@@ -150,8 +150,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if config.dev_app:
         print(_dev_app_banner(config), flush=True)
     try:
+        _run(config, options.reuse_port)
+    except OSError as error:
+        # Most often the port is taken: say so in one line instead of a traceback.
+        print(f"relay: cannot serve on {config.host}:{config.port}: {error.strerror or error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run(config: Config, reuse_port: bool) -> None:
+    try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional on platforms without wheels
-        asyncio.run(serve(config, reuse_port=options.reuse_port))
+        asyncio.run(serve(config, reuse_port=reuse_port))
     else:
-        uvloop.run(serve(config, reuse_port=options.reuse_port))
+        uvloop.run(serve(config, reuse_port=reuse_port))

@@ -28,6 +28,7 @@ WEBHOOK_EVENT_TYPES: Final = (
 DEV_APP_ID: Final = "1001"
 DEV_APP_KEY: Final = "relay-key"
 DEV_APP_SECRET: Final = "relay-secret"
+DEFAULT_SIGNIN_TIMEOUT: Final = 30.0
 
 
 class ConfigError(ValueError):
@@ -72,7 +73,10 @@ class AppConfig:
     client_event_rate: float = 10.0
     # Seconds a cache channel keeps its last event.
     cache_ttl: float = 1800.0
-    # When > 0, a connection that has not signed in within this many seconds is closed with 4009.
+    # Require `pusher:signin` (soketi's enableUserAuthentication): a connection that has not signed in
+    # within user_authentication_timeout seconds is closed with 4009.
+    enable_user_authentication: bool = False
+    # Seconds allowed for sign-in; a value > 0 also turns the requirement on by itself.
     user_authentication_timeout: float = 0.0
     webhooks: tuple[WebhookConfig, ...] = ()
 

@@ -25,7 +25,7 @@ from relay.adapters.base import (
     LocalSubscription,
 )
 from relay.apps import AppDirectory
-from relay.config import AppConfig
+from relay.config import DEFAULT_SIGNIN_TIMEOUT, AppConfig
 from relay.metrics import Metrics
 from relay.protocol import errors, messages
 from relay.protocol.actions import (
@@ -82,8 +82,15 @@ def session_settings(app: AppConfig) -> SessionSettings:
         client_event_rate=app.client_event_rate,
         max_message_size=app.max_message_size,
         max_presence_member_size=app.max_presence_member_size,
-        user_authentication_timeout=app.user_authentication_timeout,
+        user_authentication_timeout=signin_deadline(app),
     )
+
+
+def signin_deadline(app: AppConfig) -> float:
+    """Seconds a connection has to sign in, 0 when sign-in is optional."""
+    if app.user_authentication_timeout > 0:
+        return app.user_authentication_timeout
+    return DEFAULT_SIGNIN_TIMEOUT if app.enable_user_authentication else 0.0
 
 
 class Node:
