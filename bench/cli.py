@@ -20,7 +20,7 @@ import uvloop
 from bench.limits import raise_nofile
 from bench.results import Result, format_line, ratio_lines
 from bench.scenarios.base import Context
-from bench.scenarios.registry import DEFAULT_GROUPS, GROUPS, Scenario
+from bench.scenarios.registry import DEFAULT_GROUPS, GROUPS, NEEDS_PYTHON_WORKER, Scenario
 from bench.servers import (
     BENCH_DIR,
     REPO_ROOT,
@@ -35,7 +35,7 @@ from bench.servers import (
 )
 from bench.sizes import FULL, QUICK
 from bench.target import Target
-from bench.workers import WorkerPool
+from bench.workers import WorkerPool, c_receiver_ready
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--generator-cpus", default="1", help="cpu list for the generator when pinning")
     p.add_argument("--workers", type=int, default=1,
                    help="subscriber worker processes (more only helps with more generator cores)")
+    p.add_argument("--receiver", choices=("auto", "c", "python"), default="auto",
+                   help="subscriber implementation for public-channel scenarios: the C receiver "
+                        "(bench/c/receiver, built by bench/run) or the Python worker; auto = C when built")
     p.add_argument("--port", type=int, default=7100, help="first port for servers we start")
     p.add_argument("--relay-python", default=sys.executable, help="interpreter that runs `-m relay serve`")
     p.add_argument("--relay-workers", type=int, default=0, help="pass --workers N to relay (0: not passed)")
@@ -88,6 +91,19 @@ class Runner:
         self.stamp = stamp
         self.logdir: Path = args.results_dir / f"logs-{stamp}"
         self.results: list[Result] = []
+        self.pools: dict[str, WorkerPool] = {}
+        if args.receiver == "c" and not c_receiver_ready():
+            raise SystemExit("bench/c/receiver is missing or older than receiver.c: run bench/run, or "
+                             "cc -O2 -o bench/c/receiver bench/c/receiver.c")
+        self.receiver = "c" if args.receiver == "c" or (args.receiver == "auto" and c_receiver_ready()) \
+            else "python"
+
+    async def pool(self, kind: str) -> WorkerPool:
+        if kind not in self.pools:
+            pool = WorkerPool(self.args.workers, kind)
+            self.pools[kind] = pool
+            await pool.start()
+        return self.pools[kind]
 
     def log(self, message: str) -> None:
         print(message, flush=True)
@@ -128,8 +144,11 @@ class Runner:
             with open(self.logdir / "errors.log", "a") as f:
                 f.write(f"--- {server} {group}\n{traceback.format_exc()}\n")
             name = scenario.__name__.replace("_", "-")
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            # A server that died prints a traceback: its first and last lines say enough here.
+            brief = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "") if lines else ""
             return Result(server if handle is None else handle.name, name, {}, "",
-                          error=f"{type(exc).__name__}: {exc}"[:400])
+                          error=f"{type(exc).__name__}: {brief}"[:400])
         finally:
             if handle is not None:
                 handle.stop()
@@ -168,18 +187,19 @@ class Runner:
             return 1
         self.log(f"# {machine_summary()}; pin: server cpus {self.server_core or '-'}, generator cpus "
                  f"{self.args.generator_cpus if self.args.pin else '-'}; {'quick' if self.args.quick else 'full'} "
-                 f"sizes; logs in {self.logdir}")
-        pool = WorkerPool(self.args.workers)
-        await pool.start()
+                 f"sizes; {self.args.workers} {self.receiver} receiver worker(s); logs in {self.logdir}")
         try:
             for server in servers:
                 for group in groups:
                     for scenario in GROUPS[group]:
-                        result = await self.run_one(server, group, scenario, pool)
+                        kind = "python" if scenario in NEEDS_PYTHON_WORKER else self.receiver
+                        result = await self.run_one(server, group, scenario, await self.pool(kind))
+                        result.metrics["receiver"] = kind
                         self.results.append(result)
                         self.log(format_line(result))
         finally:
-            await pool.stop()
+            for pool in self.pools.values():
+                await pool.stop()
             self.write_json()
         self.log("\n== summary ==")
         for result in self.results:
@@ -196,7 +216,7 @@ class Runner:
     def write_json(self) -> None:
         doc = {
             "started": self.stamp, "machine": machine_info(), "argv": sys.argv[1:],
-            "sizes": self.sizes, "pinned": self.args.pin,
+            "sizes": self.sizes, "pinned": self.args.pin, "receiver": self.receiver,
             "results": [{"server": r.server, "scenario": r.scenario, "line": format_line(r), "error": r.error,
                          "metrics": r.metrics, "steps": r.details} for r in self.results],
             "ratios": ratio_lines(self.results),

@@ -41,18 +41,30 @@ class WorkerProcess:
         return reply
 
 
-class WorkerPool:
-    """`size` worker processes; commands go to all of them at once and replies come back in order."""
+C_RECEIVER = REPO_ROOT / "bench" / "c" / "receiver"
+C_SOURCE = REPO_ROOT / "bench" / "c" / "receiver.c"
 
-    def __init__(self, size: int) -> None:
+
+def c_receiver_ready() -> bool:
+    """True when the C receiver is built and newer than its source."""
+    return C_RECEIVER.exists() and C_RECEIVER.stat().st_mtime >= C_SOURCE.stat().st_mtime
+
+
+class WorkerPool:
+    """`size` worker processes of one kind ("python": bench/worker.py, any scenario; "c":
+    bench/c/receiver, public-channel subscribers only); commands go to all of them at once."""
+
+    def __init__(self, size: int, kind: str = "python") -> None:
         self.size = size
+        self.kind = kind
         self.workers: list[WorkerProcess] = []
 
     async def start(self) -> None:
+        argv = [str(C_RECEIVER)] if self.kind == "c" else [sys.executable, "-m", "bench.worker"]
         for _ in range(self.size):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.worker", cwd=str(REPO_ROOT),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**30)
+                *argv, cwd=str(REPO_ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                limit=2**30)
             self.workers.append(WorkerProcess(proc))
 
     @property

@@ -24,5 +24,7 @@ GROUPS: Final[dict[str, list[Scenario]]] = {
     "presence-churn": [presence_churn],
     "cluster": [cluster_fanout],
 }
+# Scenarios the C receiver cannot drive (presence auth, churn, watcher): always the Python worker.
+NEEDS_PYTHON_WORKER: Final = {presence_churn}
 # Cross-node needs Redis and a server built with a Redis adapter: only with --cluster.
 DEFAULT_GROUPS: Final = [g for g in GROUPS if g != "cluster"]
