@@ -59,6 +59,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(bench/c/receiver, built by bench/run) or the Python worker; auto = C when built")
     p.add_argument("--port", type=int, default=7100, help="first port for servers we start")
     p.add_argument("--relay-python", default=sys.executable, help="interpreter that runs `-m relay serve`")
+    p.add_argument("--relay-source", type=Path, default=REPO_ROOT,
+                   help="directory holding the relay package to run (default: this checkout)")
     p.add_argument("--relay-workers", type=int, default=0, help="pass --workers N to relay (0: not passed)")
     p.add_argument("--redis-port", type=int, default=7390, help="port of the Redis started for --cluster")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
@@ -122,7 +124,7 @@ class Runner:
         try:
             if server == "relay":
                 handle = await start_relay(ports, self.app, self.server_core, self.logdir, self.args.relay_python,
-                                           redis_url, self.args.relay_workers)
+                                           redis_url, self.args.relay_workers, self.args.relay_source)
             else:
                 handle = await start_soketi([p + 100 for p in ports], self.app, self.server_core, self.logdir,
                                             redis_url)
@@ -160,7 +162,7 @@ class Runner:
         chosen = []
         for name in self.args.servers.split(","):
             name = name.strip()
-            if name == "relay" and not relay_available():
+            if name == "relay" and not relay_available(self.args.relay_source):
                 self.log("relay: skipped, relay/cli.py does not exist yet")
             elif name == "soketi" and not soketi_available():
                 self.log("soketi: skipped, bench/soketi/node_modules missing (run bench/run, which installs it)")

@@ -92,8 +92,8 @@ async def _wait_ready(host: str, port: int, path: str, proc: subprocess.Popen[by
     raise RuntimeError(f"server on port {port} not ready after {timeout}s; log {log}")
 
 
-def relay_available() -> bool:
-    return (REPO_ROOT / "relay" / "cli.py").exists()
+def relay_available(source: Path = REPO_ROOT) -> bool:
+    return (source / "relay" / "cli.py").exists()
 
 
 def soketi_available() -> bool:
@@ -115,7 +115,7 @@ def write_relay_config(path: Path, port: int, app: App) -> None:
 
 
 async def start_relay(ports: list[int], app: App, core: str, logdir: Path, python: str,
-                      redis_url: str = "", workers: int = 0) -> ServerHandle:
+                      redis_url: str = "", workers: int = 0, source: Path = REPO_ROOT) -> ServerHandle:
     """One relay node per port; with several ports they share `redis_url`."""
     handle = ServerHandle("relay", [], [])
     try:
@@ -128,7 +128,10 @@ async def start_relay(ports: list[int], app: App, core: str, logdir: Path, pytho
             if workers:
                 cmd += ["--workers", str(workers)]
             log = logdir / f"relay-{port}.log"
-            proc = _spawn(_pin(cmd, core), log, os.environ.copy())
+            env = os.environ.copy()
+            # `source` may be a snapshot of relay (git archive) while the work tree is mid-edit.
+            env["PYTHONPATH"] = str(source) + os.pathsep + env.get("PYTHONPATH", "")
+            proc = _spawn(_pin(cmd, core), log, env, cwd=source)
             handle.procs.append(proc)
             handle.logs.append(log)
             await _wait_ready("127.0.0.1", port, "/up", proc, log)
@@ -177,11 +180,11 @@ async def start_soketi(ports: list[int], app: App, core: str, logdir: Path, redi
     return handle
 
 
-def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = REPO_ROOT) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         # A session of its own keeps the terminal's Ctrl-C away from the server: we stop it ourselves,
         # after the generator, so its last figures are not cut off.
-        return subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen(cmd, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 

@@ -46,6 +46,6 @@ QUICK = replace(
     channels=200, channels_rate=200.0,
     idle_connections=1000,
     http_requests=2000, http_seconds=3.0, http_subscribers=20,
-    churners=20, churn_cycles=5, churn_timeout=20.0,
+    churners=20, churn_cycles=20, churn_timeout=20.0,
     cluster_subscribers=200, cluster_rate=20.0,
 )
