@@ -13,8 +13,8 @@ class Sizes:
     seconds: float = 10.0
     # fan-out max: subscribers, first rate tried, bounded steps, seconds per step
     max_subscribers: int = 1000
-    max_start_rate: float = 25.0
-    max_steps: int = 8
+    max_start_rate: float = 50.0
+    max_steps: int = 10
     max_step_seconds: float = 5.0
     max_p99_ms: float = 100.0
     # many channels: connections (one channel each), events/s spread over them
@@ -30,8 +30,10 @@ class Sizes:
     http_connections: int = 16
     http_subscribers: int = 100
     # presence churn: churning connections, join/leave cycles each
-    churners: int = 200
-    churn_cycles: int = 10
+    # Every join/leave is broadcast to every current member, churners included: 50 keeps the
+    # generator's share of that work below the server's.
+    churners: int = 50
+    churn_cycles: int = 40
     churn_timeout: float = 60.0
     # cross-node fan-out (Redis)
     cluster_subscribers: int = 1000
