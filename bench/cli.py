@@ -40,27 +40,48 @@ from bench.workers import WorkerPool, c_receiver_ready
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
-    p.add_argument("--servers", default="relay,soketi",
-                   help="comma-separated: relay, soketi (default both; relay skipped if relay/cli.py is missing)")
-    p.add_argument("--scenarios", default=",".join(DEFAULT_GROUPS),
-                   help=f"comma-separated groups from {', '.join(GROUPS)} (default all but cluster)")
-    p.add_argument("--cluster", action="store_true",
-                   help="also run cross-node fan-out: two nodes of each server sharing a Redis")
+    p.add_argument(
+        "--servers",
+        default="relay,soketi",
+        help="comma-separated: relay, soketi (default both; relay skipped if relay/cli.py is missing)",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_GROUPS),
+        help=f"comma-separated groups from {', '.join(GROUPS)} (default all but cluster)",
+    )
+    p.add_argument(
+        "--cluster", action="store_true", help="also run cross-node fan-out: two nodes of each server sharing a Redis"
+    )
     p.add_argument("--quick", action="store_true", help="small counts; checks the suite works in ~2 minutes")
-    p.add_argument("--pin", dest="pin", action="store_true", default=(os.cpu_count() or 1) >= 2,
-                   help="pin server and generator to different cores (default when there are 2+ cores)")
+    p.add_argument(
+        "--pin",
+        dest="pin",
+        action="store_true",
+        default=(os.cpu_count() or 1) >= 2,
+        help="pin server and generator to different cores (default when there are 2+ cores)",
+    )
     p.add_argument("--no-pin", dest="pin", action="store_false")
     p.add_argument("--server-cpus", default="0", help="taskset cpu list for servers (and Redis) when pinning")
     p.add_argument("--generator-cpus", default="1", help="cpu list for the generator when pinning")
-    p.add_argument("--workers", type=int, default=1,
-                   help="subscriber worker processes (more only helps with more generator cores)")
-    p.add_argument("--receiver", choices=("auto", "c", "python"), default="auto",
-                   help="subscriber implementation for public-channel scenarios: the C receiver "
-                        "(bench/c/receiver, built by bench/run) or the Python worker; auto = C when built")
+    p.add_argument(
+        "--workers", type=int, default=1, help="subscriber worker processes (more only helps with more generator cores)"
+    )
+    p.add_argument(
+        "--receiver",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="subscriber implementation for public-channel scenarios: the C receiver "
+        "(bench/c/receiver, built by bench/run) or the Python worker; auto = C when built",
+    )
     p.add_argument("--port", type=int, default=7100, help="first port for servers we start")
     p.add_argument("--relay-python", default=sys.executable, help="interpreter that runs `-m relay serve`")
-    p.add_argument("--relay-source", type=Path, default=REPO_ROOT,
-                   help="directory holding the relay package to run (default: this checkout)")
+    p.add_argument(
+        "--relay-source",
+        type=Path,
+        default=REPO_ROOT,
+        help="directory holding the relay package to run (default: this checkout)",
+    )
     p.add_argument("--relay-workers", type=int, default=0, help="pass --workers N to relay (0: not passed)")
     p.add_argument("--redis-port", type=int, default=7390, help="port of the Redis started for --cluster")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
@@ -68,8 +89,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ext.add_argument("--target", help="host:port of a running Pusher-protocol server (loopback only)")
     ext.add_argument("--target-b", help="host:port of its second node, for --cluster")
     ext.add_argument("--name", default="external", help="label for the running server in results")
-    ext.add_argument("--server-pid", type=int, action="append", default=[],
-                     help="PID of the running server, for CPU and RSS (repeatable; omitted: not measured)")
+    ext.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="PID of the running server, for CPU and RSS (repeatable; omitted: not measured)",
+    )
     p.add_argument("--app-id", default="1")
     p.add_argument("--key", default="bench-key")
     p.add_argument("--secret", default="bench-secret")
@@ -95,10 +121,11 @@ class Runner:
         self.results: list[Result] = []
         self.pools: dict[str, WorkerPool] = {}
         if args.receiver == "c" and not c_receiver_ready():
-            raise SystemExit("bench/c/receiver is missing or older than receiver.c: run bench/run, or "
-                             "cc -O2 -o bench/c/receiver bench/c/receiver.c")
-        self.receiver = "c" if args.receiver == "c" or (args.receiver == "auto" and c_receiver_ready()) \
-            else "python"
+            raise SystemExit(
+                "bench/c/receiver is missing or older than receiver.c: run bench/run, or "
+                "cc -O2 -o bench/c/receiver bench/c/receiver.c"
+            )
+        self.receiver = "c" if args.receiver == "c" or (args.receiver == "auto" and c_receiver_ready()) else "python"
 
     async def pool(self, kind: str) -> WorkerPool:
         if kind not in self.pools:
@@ -113,8 +140,11 @@ class Runner:
     async def start(self, server: str, cluster: bool) -> ServerHandle:
         ports = [self.args.port, self.args.port + 1] if cluster else [self.args.port]
         if server == "external":
-            targets = [Target(*_host_port(t), self.app.app_id, self.app.key, self.app.secret)
-                       for t in (self.args.target, self.args.target_b) if t]
+            targets = [
+                Target(*_host_port(t), self.app.app_id, self.app.key, self.app.secret)
+                for t in (self.args.target, self.args.target_b)
+                if t
+            ]
             return ServerHandle(self.args.name, targets, list(self.args.server_pid))
         redis_url = ""
         redis_proc = None
@@ -123,11 +153,20 @@ class Runner:
             redis_url = f"redis://127.0.0.1:{self.args.redis_port}"
         try:
             if server == "relay":
-                handle = await start_relay(ports, self.app, self.server_core, self.logdir, self.args.relay_python,
-                                           redis_url, self.args.relay_workers, self.args.relay_source)
+                handle = await start_relay(
+                    ports,
+                    self.app,
+                    self.server_core,
+                    self.logdir,
+                    self.args.relay_python,
+                    redis_url,
+                    self.args.relay_workers,
+                    self.args.relay_source,
+                )
             else:
-                handle = await start_soketi([p + 100 for p in ports], self.app, self.server_core, self.logdir,
-                                            redis_url)
+                handle = await start_soketi(
+                    [p + 100 for p in ports], self.app, self.server_core, self.logdir, redis_url
+                )
         except BaseException:
             if redis_proc is not None:
                 stop_process(redis_proc)
@@ -149,8 +188,9 @@ class Runner:
             lines = [line for line in str(exc).splitlines() if line.strip()]
             # A server that died prints a traceback: its first and last lines say enough here.
             brief = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "") if lines else ""
-            return Result(server if handle is None else handle.name, name, {}, "",
-                          error=f"{type(exc).__name__}: {brief}"[:400])
+            return Result(
+                server if handle is None else handle.name, name, {}, "", error=f"{type(exc).__name__}: {brief}"[:400]
+            )
         finally:
             if handle is not None:
                 handle.stop()
@@ -187,9 +227,11 @@ class Runner:
         if not servers:
             self.log("no server to benchmark")
             return 1
-        self.log(f"# {machine_summary()}; pin: server cpus {self.server_core or '-'}, generator cpus "
-                 f"{self.args.generator_cpus if self.args.pin else '-'}; {'quick' if self.args.quick else 'full'} "
-                 f"sizes; {self.args.workers} {self.receiver} receiver worker(s); logs in {self.logdir}")
+        self.log(
+            f"# {machine_summary()}; pin: server cpus {self.server_core or '-'}, generator cpus "
+            f"{self.args.generator_cpus if self.args.pin else '-'}; {'quick' if self.args.quick else 'full'} "
+            f"sizes; {self.args.workers} {self.receiver} receiver worker(s); logs in {self.logdir}"
+        )
         try:
             for server in servers:
                 for group in groups:
@@ -213,14 +255,27 @@ class Runner:
 
     @property
     def json_path(self) -> Path:
-        return self.args.results_dir / f"bench-{self.stamp}{'-quick' if self.args.quick else ''}.json"
+        return Path(self.args.results_dir) / f"bench-{self.stamp}{'-quick' if self.args.quick else ''}.json"
 
     def write_json(self) -> None:
         doc = {
-            "started": self.stamp, "machine": machine_info(), "argv": sys.argv[1:],
-            "sizes": self.sizes, "pinned": self.args.pin, "receiver": self.receiver,
-            "results": [{"server": r.server, "scenario": r.scenario, "line": format_line(r), "error": r.error,
-                         "metrics": r.metrics, "steps": r.details} for r in self.results],
+            "started": self.stamp,
+            "machine": machine_info(),
+            "argv": sys.argv[1:],
+            "sizes": self.sizes,
+            "pinned": self.args.pin,
+            "receiver": self.receiver,
+            "results": [
+                {
+                    "server": r.server,
+                    "scenario": r.scenario,
+                    "line": format_line(r),
+                    "error": r.error,
+                    "metrics": r.metrics,
+                    "steps": r.details,
+                }
+                for r in self.results
+            ],
             "ratios": ratio_lines(self.results),
         }
         self.json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
@@ -232,9 +287,14 @@ def machine_info() -> dict[str, str | int]:
         model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpus": os.cpu_count() or 0, "cpu_model": model, "kernel": platform.release(),
-            "python": platform.python_version(), "node": _output(["node", "--version"]),
-            "git_commit": _output(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])}
+    return {
+        "cpus": os.cpu_count() or 0,
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": _output(["node", "--version"]),
+        "git_commit": _output(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"]),
+    }
 
 
 def machine_summary() -> str:

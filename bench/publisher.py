@@ -47,8 +47,9 @@ def events_builder(target: Target, channels_for: Callable[[int], Sequence[str]])
     path = f"/apps/{target.app_id}/events"
 
     def build(seq: int) -> bytes:
-        body = orjson.dumps({"name": EVENT_NAME, "data": event_data(_now_us(), seq),
-                             "channels": list(channels_for(seq))})
+        body = orjson.dumps(
+            {"name": EVENT_NAME, "data": event_data(_now_us(), seq), "channels": list(channels_for(seq))}
+        )
         return _request(target, path, body)
 
     return build
@@ -95,8 +96,7 @@ class Publisher:
                 self.ok += 1
             else:
                 self.failed += 1
-                self.last_error = repr(f.exception()) if f.exception() else f.result()[1][:200].decode(
-                    errors="replace")
+                self.last_error = repr(f.exception()) if f.exception() else f.result()[1][:200].decode(errors="replace")
 
         fut.add_done_callback(done)
         return fut

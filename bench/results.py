@@ -62,8 +62,12 @@ def ratio_lines(results: Iterable[Result], numerator: str = "relay", denominator
         parts = []
         for key, higher_is_better in num.ratios.items():
             a, b = num.metrics.get(key), den.metrics.get(key)
-            if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, int | float) \
-                    or not isinstance(b, int | float):
+            if (
+                isinstance(a, bool)
+                or isinstance(b, bool)
+                or not isinstance(a, int | float)
+                or not isinstance(b, int | float)
+            ):
                 continue
             if b == 0:
                 parts.append(f"{key} {a:g} vs 0")

@@ -72,13 +72,16 @@ def _pin(cmd: list[str], core: str) -> list[str]:
     return ["taskset", "-c", core, *cmd] if core else cmd
 
 
-async def _wait_ready(host: str, port: int, path: str, proc: subprocess.Popen[bytes], log: Path,
-                      timeout: float = 30.0) -> None:
+async def _wait_ready(
+    host: str, port: int, path: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before ready; log {log}:\n"
-                               + log.read_text(errors="replace")[-2000:])
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before ready; log {log}:\n"
+                + log.read_text(errors="replace")[-2000:]
+            )
         try:
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
@@ -114,8 +117,16 @@ def write_relay_config(path: Path, port: int, app: App) -> None:
     )
 
 
-async def start_relay(ports: list[int], app: App, core: str, logdir: Path, python: str,
-                      redis_url: str = "", workers: int = 0, source: Path = REPO_ROOT) -> ServerHandle:
+async def start_relay(
+    ports: list[int],
+    app: App,
+    core: str,
+    logdir: Path,
+    python: str,
+    redis_url: str = "",
+    workers: int = 0,
+    source: Path = REPO_ROOT,
+) -> ServerHandle:
     """One relay node per port; with several ports they share `redis_url`."""
     handle = ServerHandle("relay", [], [])
     try:
@@ -149,24 +160,31 @@ async def start_soketi(ports: list[int], app: App, core: str, logdir: Path, redi
     try:
         for port in ports:
             env = os.environ.copy()
-            env.update({
-                "SOKETI_HOST": "127.0.0.1",
-                "SOKETI_PORT": str(port),
-                "SOKETI_DEFAULT_APP_ID": app.app_id,
-                "SOKETI_DEFAULT_APP_KEY": app.key,
-                "SOKETI_DEFAULT_APP_SECRET": app.secret,
-                "SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES": "true",
-                # soketi 1.6.1's CLI reads only the server-wide limit, which apps inherit; the
-                # per-app variable is set too in case a later version reads it.
-                "SOKETI_PRESENCE_MAX_MEMBERS": str(MAX_PRESENCE_MEMBERS),
-                "SOKETI_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL": str(MAX_PRESENCE_MEMBERS),
-                # Each node starts a metrics/usage listener; keep two nodes from colliding.
-                "SOKETI_METRICS_SERVER_PORT": str(port + 1000),
-            })
+            env.update(
+                {
+                    "SOKETI_HOST": "127.0.0.1",
+                    "SOKETI_PORT": str(port),
+                    "SOKETI_DEFAULT_APP_ID": app.app_id,
+                    "SOKETI_DEFAULT_APP_KEY": app.key,
+                    "SOKETI_DEFAULT_APP_SECRET": app.secret,
+                    "SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES": "true",
+                    # soketi 1.6.1's CLI reads only the server-wide limit, which apps inherit; the
+                    # per-app variable is set too in case a later version reads it.
+                    "SOKETI_PRESENCE_MAX_MEMBERS": str(MAX_PRESENCE_MEMBERS),
+                    "SOKETI_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL": str(MAX_PRESENCE_MEMBERS),
+                    # Each node starts a metrics/usage listener; keep two nodes from colliding.
+                    "SOKETI_METRICS_SERVER_PORT": str(port + 1000),
+                }
+            )
             if redis_url:
                 host, _, rport = redis_url.removeprefix("redis://").rstrip("/").partition(":")
-                env.update({"SOKETI_ADAPTER_DRIVER": "redis", "SOKETI_DB_REDIS_HOST": host,
-                            "SOKETI_DB_REDIS_PORT": rport or "6379"})
+                env.update(
+                    {
+                        "SOKETI_ADAPTER_DRIVER": "redis",
+                        "SOKETI_DB_REDIS_HOST": host,
+                        "SOKETI_DB_REDIS_PORT": rport or "6379",
+                    }
+                )
             log = logdir / f"soketi-{port}.log"
             proc = _spawn(_pin(["node", str(SOKETI_BIN), "start"], core), log, env)
             handle.procs.append(proc)
@@ -184,15 +202,21 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = REPO_ROOT
     with open(log, "wb") as out:
         # A session of its own keeps the terminal's Ctrl-C away from the server: we stop it ourselves,
         # after the generator, so its last figures are not cut off.
-        return subprocess.Popen(cmd, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=str(cwd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
 
 
 async def start_redis(port: int, core: str, logdir: Path) -> subprocess.Popen[bytes]:
     """A throwaway redis-server on loopback for the cross-node scenario."""
     log = logdir / f"redis-{port}.log"
-    cmd = _pin(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-               core)
+    cmd = _pin(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], core)
     proc = _spawn(cmd, log, os.environ.copy())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -7,9 +7,9 @@ looked at more closely.
 """
 
 import asyncio
-from typing import cast
 import time
 from array import array
+from typing import cast
 
 import orjson
 
@@ -35,8 +35,7 @@ _MARK_LEN = len(TS_MARK)
 class Stats:
     """Counters shared by every connection of a worker; reset between measurement windows."""
 
-    __slots__ = ("closed", "errors", "joins", "last_error", "latencies", "member_added", "member_removed",
-                 "received")
+    __slots__ = ("closed", "errors", "joins", "last_error", "latencies", "member_added", "member_removed", "received")
 
     def __init__(self) -> None:
         self.reset()
@@ -57,8 +56,16 @@ class PusherClient(asyncio.Protocol):
     """One WebSocket connection. `subscribed` resolves after the first subscription_succeeded;
     `churn_done` after the last presence leave of a churn run."""
 
-    def __init__(self, stats: Stats, request: bytes, key: str, secret: str, channel: str = "",
-                 user_id: str = "", watcher: bool = False) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        request: bytes,
+        key: str,
+        secret: str,
+        channel: str = "",
+        user_id: str = "",
+        watcher: bool = False,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.stats = stats
         self.request = request
@@ -85,7 +92,7 @@ class PusherClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        transport.write(self.request)
+        self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closing:
@@ -165,8 +172,7 @@ class PusherClient(asyncio.Protocol):
             auth = channel_auth(self.key, self.secret, self.socket_id, self.channel, channel_data)
             self.write(subscribe_frame(self.channel, auth, channel_data))
         elif self.channel.startswith("private-"):
-            self.write(subscribe_frame(self.channel, channel_auth(self.key, self.secret, self.socket_id,
-                                                                  self.channel)))
+            self.write(subscribe_frame(self.channel, channel_auth(self.key, self.secret, self.socket_id, self.channel)))
         else:
             self.write(subscribe_frame(self.channel))
 

@@ -13,5 +13,4 @@ class Target:
 
     def as_command(self) -> dict[str, str | int]:
         """The fields a worker command needs to reach this server."""
-        return {"host": self.host, "port": self.port, "key": self.key, "secret": self.secret,
-                "app_id": self.app_id}
+        return {"host": self.host, "port": self.port, "key": self.key, "secret": self.secret, "app_id": self.app_id}

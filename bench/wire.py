@@ -13,9 +13,7 @@ import orjson
 # One fixed handshake key for every connection: the server cannot tell, and the expected accept
 # value is then computed once instead of per connection.
 WS_KEY: Final = "dGhlIHNhbXBsZSBub25jZQ=="
-WS_ACCEPT: Final = base64.b64encode(
-    hashlib.sha1((WS_KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
-)
+WS_ACCEPT: Final = base64.b64encode(hashlib.sha1((WS_KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
 
 OP_CONT: Final = 0x0
 OP_TEXT: Final = 0x1

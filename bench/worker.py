@@ -41,7 +41,8 @@ class Worker:
 
     async def connect(self, cmd: Command) -> Command:
         """Open `count` connections (at most `concurrency` handshakes at once), each subscribing to
-        `channel` formatted with its global index `{i}` (or `{m}`: index modulo channel_mod); presence channels get user id `{prefix}{i}`."""
+        `channel` formatted with its global index `{i}` (or `{m}`: index modulo channel_mod);
+        presence channels get user id `{user_prefix}{i}`."""
         loop = asyncio.get_running_loop()
         host, port, key, secret = cmd["host"], int(cmd["port"]), cmd["key"], cmd.get("secret", "")
         request = handshake_request(host, port, key)
@@ -67,7 +68,9 @@ class Worker:
                     async with asyncio.timeout(remaining):
                         _, client = await loop.create_connection(
                             lambda: PusherClient(self.stats, request, key, secret, channel, user_id, watcher),
-                            host, port)
+                            host,
+                            port,
+                        )
                         self.clients.append(client)
                         await (client.subscribed if channel else client.established)
                     return True
@@ -78,8 +81,13 @@ class Worker:
 
         results = await asyncio.gather(*(open_one(first + j) for j in range(count)))
         ok = sum(results)
-        return {"ok": ok, "failed": count - ok, "elapsed": time.monotonic() - started, "errors": errors,
-                "last_error": self.stats.last_error}
+        return {
+            "ok": ok,
+            "failed": count - ok,
+            "elapsed": time.monotonic() - started,
+            "errors": errors,
+            "last_error": self.stats.last_error,
+        }
 
     async def churn(self, cmd: Command) -> Command:
         """Every open connection not yet subscribed runs `cycles` presence join/leave cycles."""
@@ -88,10 +96,15 @@ class Worker:
         started = time.monotonic()
         for n, client in enumerate(churners):
             client.start_churn(channel, cycles, f"{cmd['user_prefix']}{n}")
-        done, _ = await asyncio.wait([asyncio.ensure_future(c.churn_done) for c in churners],
-                                     timeout=float(cmd.get("timeout", 60.0)))
-        return {"churners": len(churners), "completed": sum(1 for f in done if f.exception() is None),
-                "joins": self.stats.joins, "elapsed": time.monotonic() - started}
+        done, _ = await asyncio.wait(
+            [asyncio.ensure_future(c.churn_done) for c in churners], timeout=float(cmd.get("timeout", 60.0))
+        )
+        return {
+            "churners": len(churners),
+            "completed": sum(1 for f in done if f.exception() is None),
+            "joins": self.stats.joins,
+            "elapsed": time.monotonic() - started,
+        }
 
     def report(self, reset: bool) -> Command:
         s = self.stats
@@ -104,8 +117,9 @@ class Worker:
             "member_added": s.member_added,
             "member_removed": s.member_removed,
             "joins": s.joins,
-            "open": sum(1 for c in self.clients if not c.closing and c.transport is not None
-                        and not c.transport.is_closing()),
+            "open": sum(
+                1 for c in self.clients if not c.closing and c.transport is not None and not c.transport.is_closing()
+            ),
         }
         if reset:
             s.reset()

@@ -1,6 +1,6 @@
 """Parent-side handles on subscriber worker processes (bench/worker.py): spawn, command, merge."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import asyncio
 import base64
@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from bench.subscriber import Stats
 
 Command = dict[str, Any]
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,8 +61,8 @@ class WorkerPool:
         argv = [str(C_RECEIVER)] if self.kind == "c" else [sys.executable, "-m", "bench.worker"]
         for _ in range(self.size):
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=str(REPO_ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                limit=2**30)
+                *argv, cwd=str(REPO_ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**30
+            )
             self.workers.append(WorkerProcess(proc))
 
     @property
@@ -90,8 +88,8 @@ class WorkerPool:
             "ok": sum(r["ok"] for r in replies),
             "failed": sum(r["failed"] for r in replies),
             "elapsed": max(r["elapsed"] for r in replies),
-            "errors": [e for r in replies for e in r["errors"]][:5] + [r["last_error"] for r in replies
-                                                                       if r["last_error"]][:2],
+            "errors": [e for r in replies for e in r["errors"]][:5]
+            + [r["last_error"] for r in replies if r["last_error"]][:2],
         }
 
     async def counters(self, reset: bool = False) -> Command:

@@ -69,17 +69,24 @@ class Delivery:
 
     def line(self) -> str:
         lat = self.latency
-        return (f"delivered {self.rate:,.0f} msg/s  loss {100 * self.loss:.2f}%  "
-                f"p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.0f} ms  "
-                f"server cpu {self.server.cpu_pct:.0f}% rss {self.server.rss_peak / 2**20:.0f} MB  "
-                f"gen cpu {self.generator.cpu_pct:.0f}%")
+        return (
+            f"delivered {self.rate:,.0f} msg/s  loss {100 * self.loss:.2f}%  "
+            f"p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.0f} ms  "
+            f"server cpu {self.server.cpu_pct:.0f}% rss {self.server.rss_peak / 2**20:.0f} MB  "
+            f"gen cpu {self.generator.cpu_pct:.0f}%"
+        )
 
 
 DELIVERY_RATIOS = {"delivered_per_s": True, "p99_ms": False, "server_cpu_pct": False, "server_rss_mb": False}
 
 
-async def measure_delivery(ctx: Context, publish: Callable[[], Awaitable[PublishReport]], copies: int,
-                           drain_timeout: float = 10.0, stall: float = 2.0) -> Delivery:
+async def measure_delivery(
+    ctx: Context,
+    publish: Callable[[], Awaitable[PublishReport]],
+    copies: int,
+    drain_timeout: float = 10.0,
+    stall: float = 2.0,
+) -> Delivery:
     """Run `publish` and count what the subscribers receive: each successful request should reach
     `copies` subscribers. Waits after publishing until everything arrived, nothing more arrived
     for `stall` seconds, or `drain_timeout` passed."""
@@ -105,8 +112,17 @@ async def measure_delivery(ctx: Context, publish: Callable[[], Awaitable[Publish
     seconds = time.monotonic() - started
     server_usage, generator_usage = await server.stop(), await generator.stop()
     counters, latencies = await ctx.pool.collect(reset=True)
-    return Delivery(report, expected, counters["received"], seconds, percentiles(latencies), server_usage,
-                    generator_usage, counters["errors"], counters["last_error"])
+    return Delivery(
+        report,
+        expected,
+        counters["received"],
+        seconds,
+        percentiles(latencies),
+        server_usage,
+        generator_usage,
+        counters["errors"],
+        counters["last_error"],
+    )
 
 
 class ScenarioError(Exception):
@@ -118,11 +134,16 @@ async def subscribe_all(ctx: Context, channel: str, count: int, **extra: Metric)
     channels) and return connect metrics; a scenario measured on fewer subscribers than asked
     says so in its metrics."""
     target = ctx.server.targets[0]
-    reply = await ctx.pool.connect({**target.as_command(), "channel": channel,
-                                    "concurrency": ctx.sizes.connect_concurrency, **extra},
-                                   count, timeout=max(60.0, count / 50))
+    reply = await ctx.pool.connect(
+        {**target.as_command(), "channel": channel, "concurrency": ctx.sizes.connect_concurrency, **extra},
+        count,
+        timeout=max(60.0, count / 50),
+    )
     if reply["ok"] == 0:
         raise ScenarioError(f"no subscriber connected: {reply['errors']}")
-    return {"subscribers": reply["ok"], "connect_failed": reply["failed"],
-            "connect_seconds": round(reply["elapsed"], 3),
-            "connect_errors": "; ".join(reply["errors"])[:300]}
+    return {
+        "subscribers": reply["ok"],
+        "connect_failed": reply["failed"],
+        "connect_seconds": round(reply["elapsed"], 3),
+        "connect_errors": "; ".join(reply["errors"])[:300],
+    }

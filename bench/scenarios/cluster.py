@@ -20,8 +20,11 @@ async def cluster_fanout(ctx: Context) -> Result:
     publisher = Publisher(node_a, connections=16)
     try:
         for target, first, count in ((node_a, 0, half), (node_b, half, s.cluster_subscribers - half)):
-            reply = await ctx.pool.connect({**target.as_command(), "channel": CHANNEL, "first_index": first,
-                                            "concurrency": s.connect_concurrency}, count, timeout=60.0)
+            reply = await ctx.pool.connect(
+                {**target.as_command(), "channel": CHANNEL, "first_index": first, "concurrency": s.connect_concurrency},
+                count,
+                timeout=60.0,
+            )
             if reply["ok"] == 0:
                 raise ScenarioError(f"no subscriber connected to port {target.port}: {reply['errors']}")
             connected += reply["ok"]
@@ -29,17 +32,24 @@ async def cluster_fanout(ctx: Context) -> Result:
         build = events_builder(node_a, lambda _: (CHANNEL,))
         redis.start()
         delivery = await measure_delivery(
-            ctx, lambda: publisher.at_rate(build, s.cluster_rate, int(s.cluster_rate * s.seconds), s.seconds * 2 + 5),
-            copies=connected)
+            ctx,
+            lambda: publisher.at_rate(build, s.cluster_rate, int(s.cluster_rate * s.seconds), s.seconds * 2 + 5),
+            copies=connected,
+        )
         redis_usage = await redis.stop()
     finally:
         publisher.close()
         await ctx.pool.close_connections()
     metrics: dict[str, Metric] = {
-        "subscribers": connected, "node_a_port": node_a.port, "node_b_port": node_b.port,
-        "events_per_s": s.cluster_rate, **delivery.metrics(),
+        "subscribers": connected,
+        "node_a_port": node_a.port,
+        "node_b_port": node_b.port,
+        "events_per_s": s.cluster_rate,
+        **delivery.metrics(),
         "redis_cpu_pct": round(redis_usage.cpu_pct, 1),
     }
-    line = (f"{connected} subs on 2 nodes x {s.cluster_rate:g} ev/s: {delivery.line()}  "
-            f"redis cpu {redis_usage.cpu_pct:.0f}%")
+    line = (
+        f"{connected} subs on 2 nodes x {s.cluster_rate:g} ev/s: {delivery.line()}  "
+        f"redis cpu {redis_usage.cpu_pct:.0f}%"
+    )
     return Result(ctx.server.name, "cluster-fanout", metrics, line, DELIVERY_RATIOS)

@@ -16,8 +16,10 @@ async def fanout(ctx: Context, name: str, subscribers: int, rate: float, seconds
         await publisher.open()
         build = events_builder(target, lambda _: (CHANNEL,))
         delivery = await measure_delivery(
-            ctx, lambda: publisher.at_rate(build, rate, int(rate * seconds), seconds * 2 + 5),
-            copies=int(connected["subscribers"]))
+            ctx,
+            lambda: publisher.at_rate(build, rate, int(rate * seconds), seconds * 2 + 5),
+            copies=int(connected["subscribers"]),
+        )
     finally:
         publisher.close()
         await ctx.pool.close_connections()
@@ -29,11 +31,21 @@ async def fanout(ctx: Context, name: str, subscribers: int, rate: float, seconds
 
 async def fanout_small(ctx: Context) -> Result:
     s = ctx.sizes
-    return await fanout(ctx, "fanout-1k" if s.fanout_small == 1000 else f"fanout-{s.fanout_small}",
-                        s.fanout_small, s.fanout_small_rate, s.seconds)
+    return await fanout(
+        ctx,
+        "fanout-1k" if s.fanout_small == 1000 else f"fanout-{s.fanout_small}",
+        s.fanout_small,
+        s.fanout_small_rate,
+        s.seconds,
+    )
 
 
 async def fanout_large(ctx: Context) -> Result:
     s = ctx.sizes
-    return await fanout(ctx, "fanout-5k" if s.fanout_large == 5000 else f"fanout-{s.fanout_large}",
-                        s.fanout_large, s.fanout_large_rate, s.seconds)
+    return await fanout(
+        ctx,
+        "fanout-5k" if s.fanout_large == 5000 else f"fanout-{s.fanout_large}",
+        s.fanout_large,
+        s.fanout_large_rate,
+        s.seconds,
+    )

@@ -2,7 +2,9 @@
 under a bound and nothing lost. Doubles the publish rate until a step fails, then bisects, in a
 bounded number of fixed-length steps."""
 
-from bench.publisher import Publisher, events_builder
+from collections.abc import Awaitable
+
+from bench.publisher import Publisher, PublishReport, events_builder
 from bench.results import Metric, Result
 from bench.scenarios.base import Context, Delivery, measure_delivery, subscribe_all
 
@@ -45,10 +47,11 @@ async def fanout_max(ctx: Context) -> Result:
         await publisher.open()
         for _ in range(s.max_steps):
             step_rate = rate
-            d = await measure_delivery(
-                ctx, lambda: publisher.at_rate(build, step_rate, max(1, int(step_rate * s.max_step_seconds)),
-                                               s.max_step_seconds * 2 + 5),
-                copies=subscribers, drain_timeout=5.0, stall=1.0)
+
+            def publish(r: float = step_rate) -> Awaitable[PublishReport]:
+                return publisher.at_rate(build, r, max(1, int(r * s.max_step_seconds)), s.max_step_seconds * 2 + 5)
+
+            d = await measure_delivery(ctx, publish, copies=subscribers, drain_timeout=5.0, stall=1.0)
             why = failures(d, s.max_p99_ms)
             ok = not why
             steps.append({"events_per_s": rate, "passed": ok, "failed_because": ", ".join(why), **d.metrics()})
@@ -65,9 +68,13 @@ async def fanout_max(ctx: Context) -> Result:
         publisher.close()
         await ctx.pool.close_connections()
     metrics: dict[str, Metric] = {
-        **connected, "max_events_per_s": best_rate, "max_delivered_per_s": best_rate * subscribers,
-        "first_failed_events_per_s": failed_rate, "generator_bound": generator_bound,
-        "p99_bound_ms": s.max_p99_ms, "steps": len(steps),
+        **connected,
+        "max_events_per_s": best_rate,
+        "max_delivered_per_s": best_rate * subscribers,
+        "first_failed_events_per_s": failed_rate,
+        "generator_bound": generator_bound,
+        "p99_bound_ms": s.max_p99_ms,
+        "steps": len(steps),
     }
     if best is not None:
         metrics.update({f"at_max_{k}": v for k, v in best.metrics().items()})
@@ -75,7 +82,9 @@ async def fanout_max(ctx: Context) -> Result:
     if best is None:
         line = f"no rate passed (lowest tried {rate:g} ev/s x {subscribers} subs){note}"
     else:
-        line = (f"{best_rate * subscribers:,.0f} msg/s ({best_rate:g} ev/s x {subscribers} subs; "
-                f"{failed_rate:g} ev/s failed)  p99 {best.latency['p99_ms']:.1f} ms  "
-                f"server cpu {best.server.cpu_pct:.0f}%  gen cpu {best.generator.cpu_pct:.0f}%{note}")
+        line = (
+            f"{best_rate * subscribers:,.0f} msg/s ({best_rate:g} ev/s x {subscribers} subs; "
+            f"{failed_rate:g} ev/s failed)  p99 {best.latency['p99_ms']:.1f} ms  "
+            f"server cpu {best.server.cpu_pct:.0f}%  gen cpu {best.generator.cpu_pct:.0f}%{note}"
+        )
     return Result(ctx.server.name, "fanout-max", metrics, line, {"max_delivered_per_s": True}, details=steps)

@@ -18,8 +18,8 @@ async def http_api(ctx: Context, subscribers: int) -> Result:
         await publisher.open()
         build = events_builder(target, lambda _: (channel,))
         delivery = await measure_delivery(
-            ctx, lambda: publisher.as_fast(build, s.http_requests, s.http_seconds),
-            copies=int(connected["subscribers"]))
+            ctx, lambda: publisher.as_fast(build, s.http_requests, s.http_seconds), copies=int(connected["subscribers"])
+        )
     finally:
         publisher.close()
         await ctx.pool.close_connections()
@@ -27,16 +27,24 @@ async def http_api(ctx: Context, subscribers: int) -> Result:
     rps = report.sent / report.elapsed if report.elapsed else 0.0
     request_latency = percentiles(publisher.request_latency_us)
     metrics: dict[str, Metric] = {
-        **connected, "connections": s.http_connections, "requests": report.sent,
-        "requests_per_s": round(rps, 1), "request_p50_ms": round(request_latency["p50_ms"], 3),
+        **connected,
+        "connections": s.http_connections,
+        "requests": report.sent,
+        "requests_per_s": round(rps, 1),
+        "request_p50_ms": round(request_latency["p50_ms"], 3),
         "request_p99_ms": round(request_latency["p99_ms"], 3),
         **{k: v for k, v in delivery.metrics().items() if not k.startswith(("p50", "p99", "max_ms"))},
         **{f"delivery_{k}": round(v, 3) for k, v in delivery.latency.items()},
     }
-    line = (f"{rps:,.0f} req/s ({report.sent} requests, {report.failed} failed, {s.http_connections} conns)  "
-            f"req p50 {request_latency['p50_ms']:.1f} ms p99 {request_latency['p99_ms']:.1f} ms  ")
+    line = (
+        f"{rps:,.0f} req/s ({report.sent} requests, {report.failed} failed, {s.http_connections} conns)  "
+        f"req p50 {request_latency['p50_ms']:.1f} ms p99 {request_latency['p99_ms']:.1f} ms  "
+    )
     if subscribers:
-        line += f"to {connected['subscribers']} subs: delivered {delivery.rate:,.0f} msg/s loss {100 * delivery.loss:.2f}%  "
+        line += (
+            f"to {connected['subscribers']} subs: delivered {delivery.rate:,.0f} msg/s "
+            f"loss {100 * delivery.loss:.2f}%  "
+        )
     line += f"server cpu {delivery.server.cpu_pct:.0f}%  gen cpu {delivery.generator.cpu_pct:.0f}%"
     name = f"http-api-{subscribers}-subs"
     return Result(ctx.server.name, name, metrics, line, {"requests_per_s": True, "request_p99_ms": False})

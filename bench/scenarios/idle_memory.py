@@ -37,19 +37,23 @@ async def idle_memory(ctx: Context) -> Result:
     per_conn = (loaded - baseline) / n if n else 0.0
     rate = n / connect_seconds
     metrics: dict[str, Metric] = {
-        **connected, "still_open": still_open, "connects_per_s": round(rate, 1),
-        "rss_baseline_mb": round(baseline / 2**20, 1), "rss_loaded_mb": round(loaded / 2**20, 1),
+        **connected,
+        "still_open": still_open,
+        "connects_per_s": round(rate, 1),
+        "rss_baseline_mb": round(baseline / 2**20, 1),
+        "rss_loaded_mb": round(loaded / 2**20, 1),
         "rss_per_conn_kb": round(per_conn / 1024, 2),
         "server_cpu_pct_while_connecting": round(server_usage.cpu_pct, 1),
         "generator_cpu_pct": round(generator_usage.cpu_pct, 1),
         "generator_rss_per_conn_kb": round(generator_rss / max(n, 1) / 1024, 2),
         "channels": s.idle_channels,
     }
-    line = (f"{n} conns ({still_open} open after {SETTLE_SECONDS:g}s): {per_conn / 1024:.1f} KB/conn "
-            f"(rss {baseline / 2**20:.0f} -> {loaded / 2**20:.0f} MB)  connect {rate:,.0f} conn/s  "
-            f"server cpu {server_usage.cpu_pct:.0f}%  gen cpu {generator_usage.cpu_pct:.0f}%")
-    return Result(ctx.server.name, "idle-memory", metrics, line,
-                  {"rss_per_conn_kb": False, "connects_per_s": True})
+    line = (
+        f"{n} conns ({still_open} open after {SETTLE_SECONDS:g}s): {per_conn / 1024:.1f} KB/conn "
+        f"(rss {baseline / 2**20:.0f} -> {loaded / 2**20:.0f} MB)  connect {rate:,.0f} conn/s  "
+        f"server cpu {server_usage.cpu_pct:.0f}%  gen cpu {generator_usage.cpu_pct:.0f}%"
+    )
+    return Result(ctx.server.name, "idle-memory", metrics, line, {"rss_per_conn_kb": False, "connects_per_s": True})
 
 
 def _tree(pids: list[int]) -> list[int]:

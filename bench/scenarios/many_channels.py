@@ -26,14 +26,15 @@ async def many_channels(ctx: Context, batch: bool) -> Result:
     try:
         await publisher.open()
         delivery = await measure_delivery(
-            ctx, lambda: publisher.at_rate(build, request_rate, int(request_rate * s.seconds), s.seconds * 2 + 5),
-            copies=copies)
+            ctx,
+            lambda: publisher.at_rate(build, request_rate, int(request_rate * s.seconds), s.seconds * 2 + 5),
+            copies=copies,
+        )
     finally:
         publisher.close()
         await ctx.pool.close_connections()
     name = "many-channels-batch" if batch else "many-channels-events"
-    metrics = {**connected, "events_per_s": s.channels_rate, "requests_per_s": request_rate,
-               **delivery.metrics()}
+    metrics = {**connected, "events_per_s": s.channels_rate, "requests_per_s": request_rate, **delivery.metrics()}
     how = f"batch_events x{BATCH}" if batch else "events"
     line = f"{connected['subscribers']} channels, {s.channels_rate:g} ev/s via {how}: {delivery.line()}"
     return Result(ctx.server.name, name, metrics, line, DELIVERY_RATIOS)

@@ -16,14 +16,23 @@ async def presence_churn(ctx: Context) -> Result:
     target = ctx.server.targets[0]
     pool = ctx.pool
     try:
-        watcher = await pool.workers[0].call({**target.as_command(), "cmd": "connect", "count": 1,
-                                              "channel": CHANNEL, "user_prefix": "watcher-", "watcher": True,
-                                              "timeout": 30.0})
+        watcher = await pool.workers[0].call(
+            {
+                **target.as_command(),
+                "cmd": "connect",
+                "count": 1,
+                "channel": CHANNEL,
+                "user_prefix": "watcher-",
+                "watcher": True,
+                "timeout": 30.0,
+            }
+        )
         if watcher["ok"] != 1:
             raise ScenarioError(f"watcher could not join {CHANNEL}: {watcher['errors']} {watcher['last_error']}")
         # Churners connect without a channel; the churn command then drives their joins and leaves.
-        churners = await pool.connect({**target.as_command(), "channel": "",
-                                       "concurrency": s.connect_concurrency}, s.churners, timeout=60.0)
+        churners = await pool.connect(
+            {**target.as_command(), "channel": "", "concurrency": s.connect_concurrency}, s.churners, timeout=60.0
+        )
         if churners["ok"] == 0:
             raise ScenarioError(f"no churner connected: {churners['errors']}")
         await pool.counters(reset=True)
@@ -32,9 +41,19 @@ async def presence_churn(ctx: Context) -> Result:
         generator.start()
         started = time.monotonic()
         # Each worker gets its own user id prefix so no two connections ever share a user.
-        replies = await pool.each([{"cmd": "churn", "channel": CHANNEL, "cycles": s.churn_cycles,
-                                    "user_prefix": f"churn-w{k}-", "timeout": s.churn_timeout}
-                                   for k in range(pool.size)], timeout=s.churn_timeout + 30)
+        replies = await pool.each(
+            [
+                {
+                    "cmd": "churn",
+                    "channel": CHANNEL,
+                    "cycles": s.churn_cycles,
+                    "user_prefix": f"churn-w{k}-",
+                    "timeout": s.churn_timeout,
+                }
+                for k in range(pool.size)
+            ],
+            timeout=s.churn_timeout + 30,
+        )
         join_seconds = max(r["elapsed"] for r in replies)
         joins = sum(r["joins"] for r in replies)
         expected = sum(r["churners"] for r in replies) * s.churn_cycles
@@ -51,19 +70,33 @@ async def presence_churn(ctx: Context) -> Result:
     added, removed = counters["member_added"], counters["member_removed"]
     saw_all = added == joins == expected and removed == joins
     metrics: dict[str, Metric] = {
-        "churners": churners["ok"], "cycles": s.churn_cycles, "expected_joins": expected, "joins": joins,
+        "churners": churners["ok"],
+        "cycles": s.churn_cycles,
+        "expected_joins": expected,
+        "joins": joins,
         "joins_per_s": round(joins / join_seconds, 1) if join_seconds else 0.0,
         "leaves_per_s": round(removed / leave_seconds, 1) if leave_seconds else 0.0,
-        "watcher_member_added": added, "watcher_member_removed": removed, "watcher_saw_all": saw_all,
-        "server_cpu_pct": round(server_usage.cpu_pct, 1), "server_rss_mb": round(server_usage.rss_peak / 2**20, 1),
+        "watcher_member_added": added,
+        "watcher_member_removed": removed,
+        "watcher_saw_all": saw_all,
+        "server_cpu_pct": round(server_usage.cpu_pct, 1),
+        "server_rss_mb": round(server_usage.rss_peak / 2**20, 1),
         "generator_cpu_pct": round(generator_usage.cpu_pct, 1),
-        "client_errors": counters["errors"], "last_error": counters["last_error"],
+        "client_errors": counters["errors"],
+        "last_error": counters["last_error"],
     }
-    line = (f"{churners['ok']} churners x {s.churn_cycles}: {metrics['joins_per_s']:,} joins/s "
-            f"{metrics['leaves_per_s']:,} leaves/s  ({joins}/{expected} joins; watcher saw {added} added, "
-            f"{removed} removed: {'all' if saw_all else 'NOT all'})  server cpu {server_usage.cpu_pct:.0f}%  "
-            f"gen cpu {generator_usage.cpu_pct:.0f}%")
+    line = (
+        f"{churners['ok']} churners x {s.churn_cycles}: {metrics['joins_per_s']:,} joins/s "
+        f"{metrics['leaves_per_s']:,} leaves/s  ({joins}/{expected} joins; watcher saw {added} added, "
+        f"{removed} removed: {'all' if saw_all else 'NOT all'})  server cpu {server_usage.cpu_pct:.0f}%  "
+        f"gen cpu {generator_usage.cpu_pct:.0f}%"
+    )
     if counters["errors"]:
         line += f"  errors {counters['errors']}: {counters['last_error'][:120]}"
-    return Result(ctx.server.name, "presence-churn", metrics, line,
-                  {"joins_per_s": True, "leaves_per_s": True, "server_cpu_pct": False})
+    return Result(
+        ctx.server.name,
+        "presence-churn",
+        metrics,
+        line,
+        {"joins_per_s": True, "leaves_per_s": True, "server_cpu_pct": False},
+    )
