@@ -194,7 +194,10 @@ class Runner:
         finally:
             if handle is not None:
                 handle.stop()
+            try:
                 await pool.close_connections()
+            except (RuntimeError, OSError, TimeoutError):
+                pass  # interrupted mid-command: pool.stop() below ends the workers by PID
 
     def servers(self) -> list[str]:
         if self.args.target:

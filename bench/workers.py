@@ -117,7 +117,10 @@ class WorkerPool:
     async def stop(self) -> None:
         for w in self.workers:
             if w.proc.returncode is None and w.proc.stdin is not None:
-                w.proc.stdin.write(b'{"cmd":"exit"}\n')
+                try:
+                    w.proc.stdin.write(b'{"cmd":"exit"}\n')
+                except (RuntimeError, OSError):
+                    w.proc.kill()
         for w in self.workers:
             try:
                 async with asyncio.timeout(15.0):
