@@ -19,11 +19,14 @@ from relay.http_api import HttpApi, json_errors
 from relay.metrics import Metrics
 from relay.node import Node
 from relay.transport import WebSocketEndpoint
+from relay.webhook_api import WebhookApi
+from relay.webhooks import WebhookDispatcher, create_dispatcher
 
 logger = logging.getLogger(__name__)
 
 NODE_KEY = web.AppKey("relay.node", Node)
 CONFIG_KEY = web.AppKey("relay.config", Config)
+WEBHOOKS_KEY = web.AppKey("relay.webhooks", WebhookDispatcher)
 
 
 def make_adapter(config: Config) -> Adapter:
@@ -37,12 +40,14 @@ def make_adapter(config: Config) -> Adapter:
 def create_app(config: Config, adapter: Adapter | None = None) -> web.Application:
     apps = AppDirectory(config.apps)
     metrics = Metrics()
-    node = Node(apps, adapter or make_adapter(config), metrics)
+    webhooks = create_dispatcher(config, apps, metrics)
+    node = Node(apps, adapter or make_adapter(config), metrics, webhooks=webhooks)
     metrics.gauges["connections"] = lambda: len(node.connections)
 
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_request_size)
     app[NODE_KEY] = node
     app[CONFIG_KEY] = config
+    app[WEBHOOKS_KEY] = webhooks
 
     async def up(request: web.Request) -> web.Response:
         return web.Response(body=b'{"health":"OK"}', content_type="application/json")
@@ -63,7 +68,9 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     app.router.add_get("/up", up)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
-    HttpApi(node, apps, prefix).add_routes(app.router)
+    http_api = HttpApi(node, apps, prefix)
+    http_api.add_routes(app.router)
+    WebhookApi(http_api, webhooks, prefix).add_routes(app.router)
     # Any other path: a WebSocket upgrade gets close code 4005, plain HTTP a JSON 404.
     app.router.add_get("/{tail:.*}", endpoint.wrong_path)
 
@@ -76,6 +83,13 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
         # Before aiohttp waits for handlers: WebSocket handlers only return once their socket closes.
         node.close_connections()
 
+    async def webhooks_lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await webhooks.start()
+        yield
+        await webhooks.close()  # after node.stop(): the leaves of the last disconnects are flushed too
+
+    # Contexts exit in reverse order: webhooks start before the node and close after it.
+    app.cleanup_ctx.append(webhooks_lifecycle)
     app.cleanup_ctx.append(node_lifecycle)
     app.on_shutdown.append(close_connections)
     return app

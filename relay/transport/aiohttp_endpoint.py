@@ -1,62 +1,38 @@
-"""The WebSocket endpoint: upgrade, read loop, coalesced outbound writes with a bounded buffer, close codes.
+"""The WebSocket endpoint on aiohttp's WebSocketResponse: upgrade, read loop, coalesced writes, close codes.
 
-Knows nothing of Pusher's JSON shapes beyond the connection-level refusals (PROTOCOL.md §1.1). Frames
-queued for a connection during one event-loop iteration go out in one write, in order.
+Used when `transport = "aiohttp"` and whenever relay is embedded as a plain aiohttp application; the lean
+protocol (relay.transport.lean) answers the same URLs with the same bytes, at a fraction of the memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
-from typing import Final, cast
-from urllib.parse import urlsplit
+from typing import Final
 
 from aiohttp import WSMsgType, web
 
 from relay import wsframe
 from relay.apps import AppDirectory
 from relay.config import AppConfig
+from relay.metrics import Metrics
 from relay.node import Node
 from relay.protocol import errors
 from relay.protocol.ids import new_socket_id
 from relay.protocol.session import Session
+from relay.transport.handshake import refusal
+from relay.transport.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
-MIN_PROTOCOL: Final = 4
-MAX_PROTOCOL: Final = 7
-# aiohttp closes with 1009 above this; below it, oversize messages get a pusher:error and the socket stays.
+# Both transports close with 1009 above this; below it, oversize messages get a pusher:error and the socket stays.
 HARD_MESSAGE_LIMIT_FACTOR: Final = 8
-
-
-class Outbox:
-    """Connections with queued frames, flushed once per event-loop iteration."""
-
-    __slots__ = ("_dirty", "_loop", "_scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._dirty: list[WebSocketConnection] = []
-        self._scheduled = False
-
-    def mark(self, connection: WebSocketConnection) -> None:
-        self._dirty.append(connection)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        self._scheduled = False
-        for connection in dirty:
-            connection.flush()
 
 
 class WebSocketConnection:
     """node.Connection over an upgraded aiohttp request; writes pre-built frames to the raw transport."""
 
-    __slots__ = ("_limit", "_outbox", "_pending", "_transport", "app", "closed", "session", "socket_id")
+    __slots__ = ("_limit", "_metrics", "_outbox", "_pending", "_transport", "app", "closed", "session", "socket_id")
 
     def __init__(
         self,
@@ -66,6 +42,7 @@ class WebSocketConnection:
         transport: asyncio.Transport,
         outbox: Outbox,
         max_outbound_buffer: int,
+        metrics: Metrics,
     ) -> None:
         self.socket_id = socket_id
         self.app = app
@@ -73,6 +50,7 @@ class WebSocketConnection:
         self._transport = transport
         self._outbox = outbox
         self._limit = max_outbound_buffer
+        self._metrics = metrics
         self._pending: list[bytes] | None = None
         self.closed = False
 
@@ -101,6 +79,7 @@ class WebSocketConnection:
         if transport.get_write_buffer_size() > self._limit:
             # A client that stops reading must not make us buffer without bound: drop it, others go on.
             logger.info("closing slow consumer socket_id=%s app_id=%s", self.socket_id, self.app.id)
+            self._metrics.slow_consumers_closed += 1
             self.closed = True
             transport.abort()
 
@@ -113,32 +92,6 @@ class WebSocketConnection:
         if not transport.is_closing():
             transport.write(wsframe.close_frame(code, reason))
             transport.close()
-
-
-def _origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
-    """Reverb's rule: `*`, or a host pattern (`*.example.com`) matching the Origin header's host."""
-    if not origin or "*" in allowed:
-        return True
-    host = urlsplit(origin).hostname or ""
-    return any(fnmatch.fnmatchcase(host, pattern) or origin == pattern for pattern in allowed)
-
-
-def _refusal(request: web.Request, app: AppConfig | None) -> tuple[int, str] | None:
-    """Connection-level errors, checked before the session exists (PROTOCOL.md §1.1, §3)."""
-    if app is None:
-        return errors.APP_DOES_NOT_EXIST, f"Application does not exist: {request.match_info.get('key', '')}"
-    if not app.enabled:
-        return errors.APP_DISABLED, "Application is disabled"
-    protocol = request.query.get("protocol")
-    if protocol is None or protocol == "":
-        return errors.NO_PROTOCOL_VERSION, "No protocol version supplied"
-    if not protocol.isdigit():
-        return errors.INVALID_VERSION_FORMAT, f"Invalid version string format: {protocol[:32]}"
-    if not MIN_PROTOCOL <= int(protocol) <= MAX_PROTOCOL:
-        return errors.UNSUPPORTED_PROTOCOL_VERSION, f"Unsupported protocol version: {protocol}"
-    if not _origin_allowed(request.headers.get("Origin", ""), app.allowed_origins):
-        return errors.CONNECTION_UNAUTHORIZED, "Origin not allowed"
-    return None
 
 
 class WebSocketEndpoint:
@@ -177,11 +130,13 @@ class WebSocketEndpoint:
         if not self._node.accepting:
             # 4100, not 4200: a 4200-range first frame makes pusher-js reconnect in a tight loop.
             return await self.refuse(ws, errors.OVER_CAPACITY, "Server is shutting down")
-        refusal = _refusal(request, app)
-        if refusal is not None or app is None:
-            assert refusal is not None
+        refused = refusal(
+            app, request.match_info["key"], request.query.get("protocol"), request.headers.get("Origin", "")
+        )
+        if refused is not None or app is None:
+            assert refused is not None
             self._node.metrics.connections_refused += 1
-            return await self.refuse(ws, *refusal)
+            return await self.refuse(ws, *refused)
         transport = request.transport
         if transport is None:
             return ws
@@ -191,7 +146,13 @@ class WebSocketEndpoint:
         socket_id = new_socket_id()
         session = self._node.new_session(socket_id, app, loop.time())
         connection = WebSocketConnection(
-            socket_id, app, session, cast(asyncio.Transport, transport), self._outbox, self._max_outbound_buffer
+            socket_id,
+            app,
+            session,
+            transport,
+            self._outbox,
+            self._max_outbound_buffer,
+            self._node.metrics,
         )
         try:
             if await self._node.open(connection):

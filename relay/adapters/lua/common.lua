@@ -1,0 +1,77 @@
+-- Helpers prepended to every other script in this folder (relay/adapters/redis_state.py joins them).
+-- KEYS: none. ARGV[1] of every script is the key prefix P; all keys derive from it inside the
+-- scripts, so relay needs one Redis server (or a primary with replicas), not Redis Cluster.
+--
+-- Key layout. An "owner" is one incarnation of a node: "<node_id>.<n>"; n grows each time the node
+-- re-registers after an outage, so entries written before and after an outage can be told apart.
+--   P:nodes                            SET    owners that may still hold entries
+--   P:node:<owner>:alive               STRING heartbeat; expires after node_timeout
+--   P:node:<owner>:conns               HASH   app_id -> open connections held by that owner
+--   P:node:<owner>:subs                SET    "app\0channel\0socket_id" held by that owner
+--   P:node:<owner>:members             SET    "app\0channel\0socket_id\0user_id" held by that owner
+--   P:app:<app>:channels               ZSET   occupied channel names, score 0 (for prefix ranges)
+--   P:app:<app>:ch:<channel>:subs      HASH   socket_id -> owner
+--   P:app:<app>:ch:<channel>:msocks    HASH   socket_id -> owner "\0" user_id (presence)
+--   P:app:<app>:ch:<channel>:ucount    HASH   user_id -> that user's connections on the channel
+--   P:app:<app>:ch:<channel>:info      HASH   user_id -> user_info as JSON
+--   P:app:<app>:ch:<channel>:order     ZSET   user_id scored by join sequence (member order)
+--   P:seq                              STRING join sequence counter
+--   P:app:<app>:cache:<channel>        STRING a cache channel's last event (PX = its TTL)
+-- Channel names never contain ':' or NUL (PROTOCOL.md section 4), so keys and entries are unambiguous.
+
+local SEP = "\0"
+
+local function node_key(p, owner, what)
+  return p .. ":node:" .. owner .. ":" .. what
+end
+
+local function app_key(p, app, what)
+  return p .. ":app:" .. app .. ":" .. what
+end
+
+local function channel_key(p, app, channel, what)
+  return p .. ":app:" .. app .. ":ch:" .. channel .. ":" .. what
+end
+
+local function is_alive(p, owner)
+  return redis.call("EXISTS", node_key(p, owner, "alive")) == 1
+end
+
+-- Split s on SEP into at most n fields; the last field keeps any further SEP (user ids are free text).
+local function split(s, n)
+  local fields, start = {}, 1
+  for _ = 1, n - 1 do
+    local at = string.find(s, SEP, start, true)
+    if not at then
+      break
+    end
+    fields[#fields + 1] = string.sub(s, start, at - 1)
+    start = at + 1
+  end
+  fields[#fields + 1] = string.sub(s, start)
+  return fields
+end
+
+-- One connection of `user` left `channel`; returns 1 when it was the user's last one anywhere.
+local function drop_user_connection(p, app, channel, user)
+  local ucount = channel_key(p, app, channel, "ucount")
+  if redis.call("HINCRBY", ucount, user, -1) > 0 then
+    return 0
+  end
+  redis.call("HDEL", ucount, user)
+  redis.call("HDEL", channel_key(p, app, channel, "info"), user)
+  redis.call("ZREM", channel_key(p, app, channel, "order"), user)
+  return 1
+end
+
+-- A subscription left `channel`; returns 1 when the channel has no subscription anywhere now.
+local function drop_subscription(p, app, channel, socket, owner)
+  local subs = channel_key(p, app, channel, "subs")
+  redis.call("HDEL", subs, socket)
+  redis.call("SREM", node_key(p, owner, "subs"), app .. SEP .. channel .. SEP .. socket)
+  if redis.call("HLEN", subs) == 0 then
+    redis.call("ZREM", app_key(p, app, "channels"), channel)
+    return 1
+  end
+  return 0
+end

@@ -1,0 +1,601 @@
+"""RedisAdapter: several relay nodes acting as one server through one Redis.
+
+Fan-out is Redis pub/sub, one pub/sub channel per (app, channel) that a node SUBSCRIBEs to only
+while it has local subscribers, plus one control channel for TERMINATE_USER. Cluster state lives
+in Redis behind atomic Lua scripts (redis_state.py). Every call is also recorded in this node's
+share (share.py), which answers while Redis is unreachable and is written back when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import secrets
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from relay.adapters.base import CachedEvent, ClusterListener, Envelope, EnvelopeKind
+from relay.adapters.redis_state import NodeEvicted, RedisClusterState, load_scripts
+from relay.adapters.resp import (
+    RedisAddress,
+    RedisReplyError,
+    RedisUnavailable,
+    Reply,
+    RespConnection,
+    encode_command,
+)
+from relay.adapters.share import NodeShare
+from relay.config import RedisConfig
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BACKOFF_MIN: Final = 0.1  # seconds before the first reconnection attempt
+BACKOFF_MAX: Final = 5.0
+QUEUE_LIMIT: Final = 100_000  # PUBLISH commands waiting for Redis; the oldest are dropped beyond this
+SWEEP_BUDGET: Final = 1000  # dead nodes' entries removed per script call
+SUBSCRIBE_BATCH: Final = 1000  # channels per SUBSCRIBE/UNSUBSCRIBE command
+OUTBOX_BATCH: Final = 10_000  # PUBLISH commands handed to the socket per write
+
+# Envelope on the wire: version, kind, publisher token, four lengths, then app_id, channel,
+# except_socket_id, user_id and the frame, untouched. The token sits at a fixed offset so a node
+# skips its own messages without decoding them.
+_WIRE_VERSION: Final = 1
+_HEADER: Final = struct.Struct("!BB8sHHHH")
+_TOKEN_SLICE: Final = slice(2, 10)
+
+
+def encode_envelope(envelope: Envelope, token: bytes) -> bytes:
+    """The header plus the frame; only the header is built here, the frame is appended as is."""
+    app = envelope.app_id.encode()
+    channel = envelope.channel.encode()
+    skip = envelope.except_socket_id.encode()
+    user = envelope.user_id.encode()
+    head = _HEADER.pack(_WIRE_VERSION, envelope.kind, token, len(app), len(channel), len(skip), len(user))
+    return b"".join((head, app, channel, skip, user))
+
+
+def decode_envelope(payload: bytes) -> Envelope:
+    version, kind, _, app_len, channel_len, skip_len, user_len = _HEADER.unpack_from(payload)
+    if version != _WIRE_VERSION:
+        raise ValueError(f"unknown envelope version {version}")
+    pos = _HEADER.size
+    app = payload[pos : pos + app_len].decode()
+    pos += app_len
+    channel = payload[pos : pos + channel_len].decode()
+    pos += channel_len
+    skip = payload[pos : pos + skip_len].decode()
+    pos += skip_len
+    user = payload[pos : pos + user_len].decode()
+    pos += user_len
+    return Envelope(EnvelopeKind(kind), app, channel, payload[pos:], skip, user)
+
+
+class RedisAdapter:
+    """Broadcaster and ClusterState over Redis, for one node.
+
+    While Redis is unreachable the node keeps serving its own clients: publish() still delivers
+    locally and queues for Redis (bounded, oldest dropped), and ClusterState calls answer from this
+    node's share instead of failing. Reconnection backs off from 0.1 s to 5 s; when it succeeds
+    the node registers as a new incarnation, writes its share back, re-subscribes, flushes the
+    queue, and sweeps what its previous incarnation held but no longer does.
+    """
+
+    def __init__(self, config: RedisConfig, node_id: str | None = None, *, queue_limit: int = QUEUE_LIMIT) -> None:
+        self.config = config
+        self.node_id = node_id or secrets.token_hex(6)
+        self.address = RedisAddress.from_url(config.url)
+        # Counters, read by metrics and tests.
+        self.outages = 0  # times a working connection to Redis was lost
+        self.evictions = 0  # times this node was presumed dead (heartbeat expired) while running
+        self.dropped_publishes = 0  # envelopes dropped from a full queue while Redis was slow or away
+        self.published = 0  # PUBLISH commands written to Redis
+        self.received = 0  # envelopes received from other nodes
+        self.reply_errors = 0  # error replies from Redis (out of memory, a script error)
+
+        self._prefix = config.prefix
+        self._heartbeat_ttl = config.node_timeout
+        self._interval = config.node_timeout / 3
+        self._timeout = max(1.0, min(5.0, self._interval))  # per request and per connect
+        self._queue_limit = queue_limit
+        self._token = secrets.token_bytes(8)  # marks what this process publishes
+        self._scripts = load_scripts()
+        self._share = NodeShare()
+        self._listener: ClusterListener | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+        # One session = three links and one owner (incarnation); None while Redis is unreachable.
+        self._cluster: RedisClusterState | None = None
+        self._publisher: RespConnection | None = None
+        self._subscriber: RespConnection | None = None
+        self._links: list[RespConnection] = []
+        self._incarnation = 0
+        self._owner: str | None = None  # the incarnation registered by the current session
+        self._retired: list[str] = []  # earlier owners whose leftovers still need sweeping
+        self._session_up = False
+        self._session_error: BaseException | None = None
+        self._broken = asyncio.Event()
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
+        self._down_since: float | None = None
+        self._first_attempt: asyncio.Future[None] | None = None
+
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._outbox_scheduled = False
+        self._dropping = False
+
+        self._control = f"{self._prefix}:control".encode()
+        self._desired: set[bytes] = {self._control}
+        self._active: set[bytes] = set()
+        self._changes: dict[bytes, bool] = {}
+        self._subscriptions_scheduled = False
+        self._barrier_seq = 0
+        self._barriers: list[tuple[int, asyncio.Future[None]]] = []
+        self._last_pong = 0.0
+        self._last_reply_error_log = 0.0
+
+    # Life cycle ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._cluster is not None
+
+    async def start(self, listener: ClusterListener) -> None:
+        """Connect (waiting at most a few seconds) and keep the connection up in the background."""
+        self._listener = listener
+        self._first_attempt = asyncio.get_running_loop().create_future()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"relay-redis-{self.node_id}")
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                await asyncio.shield(self._first_attempt)
+        except TimeoutError:
+            pass
+        if not self.connected:
+            logger.warning(
+                "Redis at %s is unreachable at start; node %s serves its local clients only until it answers",
+                self.address,
+                self.node_id,
+            )
+
+    async def close(self, *, graceful: bool = True) -> None:
+        """Stop every background activity and close the links.
+
+        Graceful: end this node's heartbeat and remove what it still holds, reporting members and
+        channels lost through the listener (so member_removed still goes out), then wait until
+        Redis has every queued publish. graceful=False leaves everything in Redis, as a crash would
+        (tests use it to play a dead node).
+        """
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
+        cluster, publisher = self._cluster, self._publisher
+        if graceful and cluster is not None and publisher is not None:
+            try:
+                async with asyncio.timeout(self._timeout * 2):
+                    await cluster.end_heartbeat()
+                    await self._sweep(cluster, skip_owner="")
+                    self._flush_outbox()
+                    await publisher.request(b"PING")  # every PUBLISH before it has reached Redis
+            except (RedisUnavailable, RedisReplyError, TimeoutError) as error:
+                logger.warning("node %s could not remove its entries from Redis on close: %r", self.node_id, error)
+        for link in self._links:
+            link.on_lost = None
+            link.close()
+        self._links = []
+        self._cluster = self._publisher = self._subscriber = None
+        self._fail_barriers(RedisUnavailable("adapter closed"))
+        self._listener = None
+
+    async def wait_connected(self, connected: bool = True) -> None:
+        """Return once Redis is reachable (or, with False, once it is not)."""
+        await (self._up if connected else self._down).wait()
+
+    async def settle(self) -> None:
+        """Return once Redis has confirmed every SUBSCRIBE and UNSUBSCRIBE asked for so far.
+
+        channel_occupied_locally() subscribes in the background; a test or benchmark that needs
+        another node's next publish to arrive here awaits this first.
+        """
+        while True:
+            await self._up.wait()
+            try:
+                await self._barrier()
+                return
+            except RedisUnavailable:
+                continue
+
+    # Session supervision ---------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Connect, keep alive, and reconnect with backoff for as long as the adapter runs."""
+        delay = BACKOFF_MIN
+        while True:
+            evicted = False
+            error: BaseException | None = None
+            try:
+                await self._open_session()
+                self._first_attempt_done()
+                delay = BACKOFF_MIN
+                await self._keep_alive()
+            except NodeEvicted as caught:
+                evicted, error = True, caught
+            except (RedisUnavailable, OSError, TimeoutError) as caught:
+                error = caught
+            except Exception as caught:
+                # A bug or an unexpected reply: log it, treat it like an outage, and carry on.
+                logger.exception("Redis session of node %s failed", self.node_id)
+                error = caught
+            self._first_attempt_done()
+            self._end_session(error, evicted)
+            if evicted:
+                continue  # re-register at once: the cluster already thinks we are gone
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _first_attempt_done(self) -> None:
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(None)
+
+    async def _open_session(self) -> None:
+        links: list[RespConnection] = []
+        try:
+            for role in ("state", "publish", "subscribe"):
+                name = f"relay-{self.node_id}-{role}"
+                links.append(
+                    await RespConnection.open(self.address, name, self._timeout, select_db=role != "subscribe")
+                )
+        except BaseException:
+            for link in links:
+                link.close()
+            raise
+        state_link, publisher, subscriber = links
+        for link in links:
+            link.on_lost = self._on_link_lost
+        subscriber.on_push = self._on_push
+        publisher.on_writable = self._flush_outbox
+        self._links = links
+        self._incarnation += 1
+        cluster = RedisClusterState(state_link, self._prefix, f"{self.node_id}.{self._incarnation}", self._scripts)
+
+        # From the snapshot to `self._cluster = cluster` nothing yields: calls made before it are in
+        # the re-write, calls made after it run in Redis after the re-write (same link, in order).
+        snapshot = self._listener.local_snapshot() if self._listener is not None else None
+        entries = self._share.entries(snapshot)
+        retired = list(self._retired)
+        done = cluster.start_session(self._heartbeat_ttl, entries, retired)
+        self._owner = cluster.owner
+        self._cluster, self._publisher, self._subscriber = cluster, publisher, subscriber
+        self._session_up = True
+        self._share.forget_cache()
+        self._last_pong = asyncio.get_running_loop().time()
+        self._active.clear()
+        self._changes = dict.fromkeys(self._desired, True)
+        self._flush_subscriptions()
+        self._flush_outbox()
+        self._up.set()
+        self._down.clear()
+
+        await done
+        del self._retired[: len(retired)]
+        await self._sweep(cluster)  # what the retired incarnations held and the node no longer does
+        if self._down_since is not None:
+            logger.info(
+                "Redis at %s is reachable again after %.1fs; node %s re-wrote %d subscriptions and %d presence entries",
+                self.address,
+                time.monotonic() - self._down_since,
+                self.node_id,
+                len(entries.subscriptions),
+                len(entries.memberships),
+            )
+            self._down_since = None
+
+    async def _keep_alive(self) -> None:
+        """Heartbeat, sweep dead nodes and watch the pub/sub link until the session breaks."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._broken.wait()
+            except TimeoutError:
+                pass
+            else:
+                raise self._session_error or RedisUnavailable("link to Redis lost")
+            cluster, subscriber = self._cluster, self._subscriber
+            if cluster is None or subscriber is None:
+                raise RedisUnavailable("link to Redis lost")
+            await cluster.refresh(self._heartbeat_ttl)
+            if loop.time() - self._last_pong > self._interval * 2 + self._timeout:
+                raise RedisUnavailable("the pub/sub link stopped answering PING")
+            subscriber.write_raw(encode_command(b"PING", b"alive"))
+            await self._sweep(cluster)
+
+    async def _sweep(self, cluster: RedisClusterState, skip_owner: str | None = None) -> None:
+        """Remove dead owners' entries and report what vanished with them (exactly once cluster-wide)."""
+        while True:
+            result = await cluster.sweep(SWEEP_BUDGET, skip_owner)
+            listener = self._listener
+            for app_id, channel, user_id in result.members_lost:
+                logger.info("member user_id=%s of app_id=%s channel=%s left with a dead node", user_id, app_id, channel)
+                if listener is not None:
+                    try:
+                        listener.member_lost(app_id, channel, user_id)
+                    except Exception:
+                        logger.exception("member_lost failed for app_id=%s channel=%s", app_id, channel)
+            for app_id, channel in result.channels_lost:
+                if listener is not None:
+                    try:
+                        listener.channel_lost(app_id, channel)
+                    except Exception:
+                        logger.exception("channel_lost failed for app_id=%s channel=%s", app_id, channel)
+            if not result.more:
+                return
+
+    def _on_link_lost(self, exc: BaseException | None) -> None:
+        self._lose_session(RedisUnavailable(f"a link to Redis closed: {exc!r}"))
+
+    def _lose_session(self, error: BaseException) -> None:
+        """Route calls to the share from now on and wake the supervisor to reconnect."""
+        if self._cluster is None:
+            return
+        self._cluster = None
+        self._publisher = self._subscriber = None
+        self._up.clear()
+        self._down.set()
+        self._session_error = error
+        self._broken.set()
+
+    def _end_session(self, error: BaseException | None, evicted: bool) -> None:
+        was_up = self._session_up
+        self._session_up = False
+        if self._owner is not None:
+            self._retired.append(self._owner)
+            self._owner = None
+        self._cluster = None
+        self._publisher = self._subscriber = None
+        self._up.clear()
+        self._down.set()
+        for link in self._links:
+            link.on_lost = None
+            link.close()
+        self._links = []
+        self._active.clear()
+        self._fail_barriers(RedisUnavailable("link to Redis lost"))
+        self._broken.clear()
+        self._session_error = None
+        if evicted:
+            self.evictions += 1
+            logger.warning("node %s was presumed dead by the cluster (heartbeat expired); re-registering", self.node_id)
+        elif was_up:
+            self.outages += 1
+            self._down_since = time.monotonic()
+            self._dropping = False
+            logger.warning(
+                "lost Redis at %s (%r); node %s keeps serving its local clients and reconnects",
+                self.address,
+                error,
+                self.node_id,
+            )
+        elif error is not None:
+            logger.debug("Redis at %s still unreachable: %r", self.address, error)
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+
+    # Broadcaster -----------------------------------------------------------------------------
+
+    def _channel_name(self, app_id: str, channel: str) -> bytes:
+        return f"{self._prefix}:ev:{app_id}:{channel}".encode()
+
+    def publish(self, envelope: Envelope) -> None:
+        """Queue one PUBLISH for Redis, then deliver to this node at once (never waits on Redis)."""
+        if envelope.kind is EnvelopeKind.TERMINATE_USER:
+            name = self._control
+        else:
+            name = self._channel_name(envelope.app_id, envelope.channel)
+        head = encode_envelope(envelope, self._token)
+        size = len(head) + len(envelope.frame)
+        command = b"".join(
+            (b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n" % (len(name), name, size), head, envelope.frame, b"\r\n")
+        )
+        outbox = self._outbox
+        if len(outbox) >= self._queue_limit:
+            outbox.popleft()
+            self.dropped_publishes += 1
+            if not self._dropping:
+                self._dropping = True
+                logger.warning("publish queue for Redis is full (%d); dropping the oldest", self._queue_limit)
+        outbox.append(command)
+        if not self._outbox_scheduled and self._publisher is not None:
+            self._outbox_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        if self._listener is not None:
+            self._listener.deliver(envelope)
+
+    def _flush_outbox(self) -> None:
+        """Hand queued PUBLISH commands to the socket, in order, one batch per loop iteration."""
+        self._outbox_scheduled = False
+        publisher, outbox = self._publisher, self._outbox
+        if publisher is None or not outbox or not publisher.is_writable:
+            return  # resume_writing or the next session calls us again
+        count = min(len(outbox), OUTBOX_BATCH)
+        publisher.send_many(outbox.popleft() for _ in range(count))
+        self.published += count
+        if outbox:
+            self._outbox_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        else:
+            self._dropping = False
+
+    def channel_occupied_locally(self, app_id: str, channel: str) -> None:
+        name = self._channel_name(app_id, channel)
+        self._desired.add(name)
+        self._changes[name] = True
+        self._schedule_subscriptions()
+
+    def channel_vacated_locally(self, app_id: str, channel: str) -> None:
+        name = self._channel_name(app_id, channel)
+        self._desired.discard(name)
+        self._changes[name] = False
+        self._schedule_subscriptions()
+
+    def _schedule_subscriptions(self) -> None:
+        if not self._subscriptions_scheduled and self._subscriber is not None:
+            self._subscriptions_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_subscriptions)
+
+    def _flush_subscriptions(self) -> None:
+        """Send the SUBSCRIBE/UNSUBSCRIBE that the changes since the last flush still need.
+
+        A channel vacated and re-occupied in between costs nothing.
+        """
+        self._subscriptions_scheduled = False
+        subscriber = self._subscriber
+        if subscriber is None or not self._changes:
+            return
+        changes, self._changes = self._changes, {}
+        active = self._active
+        add = [name for name, wanted in changes.items() if wanted and name not in active]
+        remove = [name for name, wanted in changes.items() if not wanted and name in active]
+        try:
+            for verb, names in ((b"SUBSCRIBE", add), (b"UNSUBSCRIBE", remove)):
+                for start in range(0, len(names), SUBSCRIBE_BATCH):
+                    subscriber.write_raw(encode_command(verb, *names[start : start + SUBSCRIBE_BATCH]))
+        except RedisUnavailable:
+            return  # the next session subscribes to everything desired
+        active.update(add)
+        active.difference_update(remove)
+
+    async def _barrier(self) -> None:
+        """Await a PING sent after every pending subscription change on the pub/sub link."""
+        self._flush_subscriptions()
+        subscriber = self._subscriber
+        if subscriber is None:
+            raise RedisUnavailable("not connected to Redis")
+        self._barrier_seq += 1
+        seq = self._barrier_seq
+        subscriber.write_raw(encode_command(b"PING", b"barrier:%d" % seq))
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers.append((seq, waiter))
+        await waiter
+
+    def _fail_barriers(self, error: BaseException) -> None:
+        barriers, self._barriers = self._barriers, []
+        for _, waiter in barriers:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def _on_push(self, reply: Reply) -> None:
+        """Every reply on the pub/sub link: messages, (un)subscribe confirmations, PING answers."""
+        if not isinstance(reply, list) or not reply:
+            return
+        kind = reply[0]
+        if kind == b"message" and len(reply) == 3:
+            payload = reply[2]
+            if not isinstance(payload, bytes) or payload[_TOKEN_SLICE] == self._token:
+                return  # ours: delivered locally when published
+            try:
+                envelope = decode_envelope(payload)
+            except (ValueError, struct.error, UnicodeDecodeError):
+                logger.exception("dropping a malformed message on Redis channel %r", reply[1])
+                return
+            self.received += 1
+            if self._listener is not None:
+                try:
+                    self._listener.deliver(envelope)
+                except Exception:
+                    logger.exception("delivering from Redis failed for app_id=%s", envelope.app_id)
+        elif kind == b"pong" and len(reply) == 2:
+            self._last_pong = asyncio.get_running_loop().time()
+            arg = reply[1]
+            if isinstance(arg, bytes) and arg.startswith(b"barrier:"):
+                self._release_barriers(int(arg[8:]))
+
+    def _release_barriers(self, seq: int) -> None:
+        remaining = []
+        for waiting_seq, waiter in self._barriers:
+            if waiting_seq <= seq:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                remaining.append((waiting_seq, waiter))
+        self._barriers = remaining
+
+    # ClusterState ----------------------------------------------------------------------------
+
+    async def _ask(self, call: Callable[[RedisClusterState], Awaitable[T]], local: Callable[[], T]) -> T:
+        """The cluster's answer, or the share's (`local()`) when Redis cannot give one now."""
+        cluster = self._cluster
+        if cluster is None:
+            return local()
+        try:
+            return await call(cluster)
+        except (RedisUnavailable, NodeEvicted) as error:
+            if self._cluster is cluster:
+                self._lose_session(error)
+            return local()
+        except RedisReplyError as error:
+            self.reply_errors += 1
+            now = time.monotonic()
+            if now - self._last_reply_error_log > 10:
+                self._last_reply_error_log = now
+                logger.error("Redis refused a call of node %s (answering locally): %s", self.node_id, error)
+            return local()
+
+    # Writes are recorded in the share first, so that the share is complete whatever Redis says.
+
+    async def add_connection(self, app_id: str, socket_id: str) -> int:
+        local = self._share.add_connection(app_id, socket_id)
+        return await self._ask(lambda c: c.add_connection(app_id), lambda: local)
+
+    async def remove_connection(self, app_id: str, socket_id: str) -> None:
+        self._share.remove_connection(app_id, socket_id)
+        await self._ask(lambda c: c.remove_connection(app_id), lambda: None)
+
+    async def add_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        local = self._share.add_subscription(app_id, channel, socket_id)
+        return await self._ask(lambda c: c.add_subscription(app_id, channel, socket_id), lambda: local)
+
+    async def remove_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        local = self._share.remove_subscription(app_id, channel, socket_id)
+        return await self._ask(lambda c: c.remove_subscription(app_id, channel, socket_id), lambda: local)
+
+    async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
+        local = self._share.add_member(app_id, channel, socket_id, user_id, user_info)
+        return await self._ask(lambda c: c.add_member(app_id, channel, socket_id, user_id, user_info), lambda: local)
+
+    async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+        local = self._share.remove_member(app_id, channel, socket_id, user_id)
+        return await self._ask(lambda c: c.remove_member(app_id, channel, socket_id, user_id), lambda: local)
+
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+        share = self._share
+        return await self._ask(lambda c: c.members(app_id, channel), lambda: share.members(app_id, channel))
+
+    async def member_count(self, app_id: str, channel: str) -> int:
+        share = self._share
+        return await self._ask(lambda c: c.member_count(app_id, channel), lambda: share.member_count(app_id, channel))
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        share = self._share
+        return await self._ask(
+            lambda c: c.subscription_count(app_id, channel), lambda: share.subscription_count(app_id, channel)
+        )
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+        share = self._share
+        return await self._ask(lambda c: c.channels(app_id, prefix), lambda: share.channels(app_id, prefix))
+
+    async def set_cache(self, app_id: str, channel: str, cached: CachedEvent) -> None:
+        await self._ask(lambda c: c.set_cache(app_id, channel, cached), lambda: None)
+        if self._cluster is None:  # not stored in Redis: answer it locally until Redis returns
+            self._share.set_cache(app_id, channel, cached)
+
+    async def get_cache(self, app_id: str, channel: str) -> CachedEvent | None:
+        share = self._share
+        return await self._ask(lambda c: c.get_cache(app_id, channel), lambda: share.get_cache(app_id, channel))

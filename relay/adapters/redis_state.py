@@ -1,0 +1,280 @@
+"""Cluster state in Redis: typed calls over the Lua scripts in adapters/lua/ (key layout in common.lua).
+
+Every write is one atomic script, so "first/last anywhere" answers stay right with any number of
+nodes. This module knows nothing about outages: a broken link raises RedisUnavailable and the
+adapter decides what to answer instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.resources
+import time
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from relay.adapters.base import CachedEvent
+from relay.adapters.resp import Arg, RedisReplyError, Reply, RespConnection, RespProtocolError
+
+EVICTED: Final = -1  # scripts' answer when the caller's heartbeat expired
+RESTORE_BATCH: Final = 500  # records per script call when re-writing a node's state
+
+
+class NodeEvicted(Exception):
+    """This owner's heartbeat expired; other nodes may be sweeping it. Re-register before writing."""
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> LuaScript:
+        folder = importlib.resources.files("relay.adapters").joinpath("lua")
+        # Every script is common.lua's helpers followed by its own body: one definition of the key layout.
+        source = folder.joinpath("common.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+SCRIPT_NAMES: Final = (
+    "register",
+    "add_connection",
+    "remove_connection",
+    "add_subscriptions",
+    "remove_subscription",
+    "add_members",
+    "remove_member",
+    "members",
+    "channels",
+    "sweep",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    app_id: str
+    channel: str
+    socket_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    app_id: str
+    channel: str
+    socket_id: str
+    user_id: str
+    user_info: Any
+
+
+@dataclass(frozen=True, slots=True)
+class NodeShareEntries:
+    """Everything one node holds, as written back into Redis after an outage."""
+
+    connections: Mapping[str, int]
+    subscriptions: Sequence[Subscription]
+    memberships: Sequence[Membership]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    more: bool
+    members_lost: tuple[tuple[str, str, str], ...]  # (app_id, channel, user_id)
+    channels_lost: tuple[tuple[str, str], ...]  # (app_id, channel)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, bytes):
+        raise RespProtocolError(f"expected a string reply, got {value!r}")
+    return value.decode()
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int):
+        raise RespProtocolError(f"expected an integer reply, got {value!r}")
+    return value
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise RespProtocolError(f"expected an array reply, got {value!r}")
+    return value
+
+
+def _flags(reply: object) -> list[int]:
+    if reply == EVICTED:
+        raise NodeEvicted
+    return [_int(flag) for flag in _list(reply)]
+
+
+class RedisClusterState:
+    """ClusterState for one owner (a node incarnation) over one pipelined connection.
+
+    Calls issued in order are executed by Redis in that order, because they share the link:
+    the adapter relies on this to re-write state and let new calls follow it without waiting.
+    """
+
+    def __init__(self, link: RespConnection, prefix: str, owner: str, scripts: dict[str, LuaScript]) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.owner = owner
+        self._scripts = scripts
+
+    # Plumbing --------------------------------------------------------------------------------
+
+    def _send(self, name: str, *args: Arg) -> asyncio.Future[Reply]:
+        """Write EVALSHA now (so it keeps its place in the link's order); the future gets the reply."""
+        return self.link.request_nowait(b"EVALSHA", self._scripts[name].sha, 0, self.prefix, *args)
+
+    async def _run(self, name: str, *args: Arg) -> Any:
+        script = self._scripts[name]
+        try:
+            return await self.link.request(b"EVALSHA", script.sha, 0, self.prefix, *args)
+        except RedisReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+            # Redis restarted or flushed its script cache after start_session() loaded them.
+            return await self.link.request(b"EVAL", script.source, 0, self.prefix, *args)
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # Node liveness ---------------------------------------------------------------------------
+
+    def start_session(
+        self,
+        ttl: float,
+        share: NodeShareEntries,
+        retired: Iterable[str],
+    ) -> Awaitable[None]:
+        """Queue, in this order and without yielding: load the scripts, register this owner, write the
+        node's whole share under it, and end the heartbeats of `retired` earlier incarnations.
+
+        Everything is written to the link before this returns, so any call made afterwards runs in
+        Redis after the state is complete. Await the result to learn whether it all succeeded.
+        """
+        link = self.link
+        replies: list[asyncio.Future[Reply]] = [
+            link.request_nowait(b"SCRIPT", b"LOAD", script.source) for script in self._scripts.values()
+        ]
+        replies.append(self._send("register", self.owner, int(ttl * 1000)))
+        if share.connections:
+            fields: list[Arg] = [item for pair in share.connections.items() for item in pair]
+            replies.append(link.request_nowait(b"HSET", self._key("node", self.owner, "conns"), *fields))
+        subscriptions = share.subscriptions
+        for start in range(0, len(subscriptions), RESTORE_BATCH):
+            triples: list[Arg] = []
+            for sub in subscriptions[start : start + RESTORE_BATCH]:
+                triples += (sub.app_id, sub.channel, sub.socket_id)
+            replies.append(self._send("add_subscriptions", self.owner, *triples))
+        memberships = share.memberships
+        for start in range(0, len(memberships), RESTORE_BATCH):
+            groups: list[Arg] = []
+            for member in memberships[start : start + RESTORE_BATCH]:
+                info = orjson.dumps(member.user_info)
+                groups += (member.app_id, member.channel, member.socket_id, member.user_id, info)
+            replies.append(self._send("add_members", self.owner, *groups))
+        alive_keys = [self._key("node", owner, "alive") for owner in retired]
+        if alive_keys:
+            replies.append(link.request_nowait(b"DEL", *alive_keys))
+        return self._check_all(replies)
+
+    @staticmethod
+    async def _check_all(replies: list[asyncio.Future[Reply]]) -> None:
+        try:
+            for reply in replies:
+                if await reply == EVICTED:
+                    raise NodeEvicted
+        finally:
+            for reply in replies:  # consume every outcome so none is reported as never retrieved
+                if reply.done() and not reply.cancelled():
+                    reply.exception()
+
+    async def refresh(self, ttl: float) -> None:
+        """Extend this owner's heartbeat; NodeEvicted when it had expired already."""
+        if await self.link.request(b"PEXPIRE", self._key("node", self.owner, "alive"), int(ttl * 1000)) != 1:
+            raise NodeEvicted
+
+    async def end_heartbeat(self) -> None:
+        """Let this owner be swept now (graceful close)."""
+        await self.link.request(b"DEL", self._key("node", self.owner, "alive"))
+
+    async def sweep(self, budget: int, skip_owner: str | None = None) -> SweepResult:
+        """Remove up to `budget` entries of dead owners; `skip_owner` (default: ours) is left alone."""
+        skip = self.owner if skip_owner is None else skip_owner
+        reply = _list(await self._run("sweep", budget, skip))
+        more, members, channels = _int(reply[0]), _list(reply[1]), _list(reply[2])
+        members_lost = tuple(
+            (_text(members[i]), _text(members[i + 1]), _text(members[i + 2])) for i in range(0, len(members), 3)
+        )
+        channels_lost = tuple((_text(channels[i]), _text(channels[i + 1])) for i in range(0, len(channels), 2))
+        return SweepResult(bool(more), members_lost, channels_lost)
+
+    # ClusterState ----------------------------------------------------------------------------
+
+    async def add_connection(self, app_id: str) -> int:
+        count = _int(await self._run("add_connection", self.owner, app_id))
+        if count == EVICTED:
+            raise NodeEvicted
+        return count
+
+    async def remove_connection(self, app_id: str) -> None:
+        await self._run("remove_connection", self.owner, app_id)
+
+    async def add_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        return _flags(await self._run("add_subscriptions", self.owner, app_id, channel, socket_id)) == [1]
+
+    async def remove_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        return _int(await self._run("remove_subscription", app_id, channel, socket_id)) == 1
+
+    async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
+        info = orjson.dumps(user_info)
+        reply = await self._run("add_members", self.owner, app_id, channel, socket_id, user_id, info)
+        return _flags(reply) == [1]
+
+    async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+        return _int(await self._run("remove_member", app_id, channel, socket_id, user_id)) == 1
+
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+        flat = _list(await self._run("members", app_id, channel))
+        return {_text(flat[i]): orjson.loads(_text(flat[i + 1])) for i in range(0, len(flat), 2)}
+
+    async def member_count(self, app_id: str, channel: str) -> int:
+        return _int(await self.link.request(b"ZCARD", self._key("app", app_id, "ch", channel, "order")))
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        return _int(await self.link.request(b"HLEN", self._key("app", app_id, "ch", channel, "subs")))
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+        flat = _list(await self._run("channels", app_id, prefix))
+        return {_text(flat[i]): _int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def set_cache(self, app_id: str, channel: str, cached: CachedEvent) -> None:
+        ttl_ms = int((cached.expires_at - time.time()) * 1000)
+        key = self._key("app", app_id, "cache", channel)
+        if ttl_ms <= 0:
+            await self.link.request(b"DEL", key)
+            return
+        value = orjson.dumps([cached.event, cached.data, cached.expires_at])
+        await self.link.request(b"SET", key, value, b"PX", ttl_ms)
+
+    async def get_cache(self, app_id: str, channel: str) -> CachedEvent | None:
+        value = await self.link.request(b"GET", self._key("app", app_id, "cache", channel))
+        if value is None:
+            return None
+        decoded = orjson.loads(_text(value))
+        if not (isinstance(decoded, list) and len(decoded) == 3):
+            raise RespProtocolError(f"malformed cache entry for channel {channel}")
+        event, data, expires_at = decoded
+        if not (isinstance(event, str) and isinstance(data, str) and isinstance(expires_at, int | float)):
+            raise RespProtocolError(f"malformed cache entry for channel {channel}")
+        return CachedEvent(event, data, float(expires_at))
+
+
+def load_scripts() -> dict[str, LuaScript]:
+    return {name: LuaScript.load(name) for name in SCRIPT_NAMES}

@@ -1,0 +1,137 @@
+"""The WebSocket opening handshake (RFC 6455 §4.2) and the connection-level refusals (PROTOCOL.md §1.1, §3).
+
+Pure functions over bytes and strings, shared by the aiohttp endpoint and the lean protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from relay.config import AppConfig
+from relay.protocol import errors
+
+MIN_PROTOCOL: Final = 4
+MAX_PROTOCOL: Final = 7
+# Larger request heads are answered 431 before the connection is handed to aiohttp.
+MAX_HEAD_SIZE: Final = 8192
+_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_HEADERS_WANTED: Final = frozenset(
+    (b"upgrade", b"connection", b"sec-websocket-version", b"sec-websocket-key", b"origin")
+)
+
+HEAD_TOO_LARGE: Final = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 43\r\nConnection: close\r\n\r\n"
+    b'{"error":"Request header fields too large"}'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """A valid WebSocket upgrade to `{path}/app/{key}`."""
+
+    key: str  # the app key, from the path
+    protocol: str | None  # the `protocol` query parameter (PROTOCOL.md §1.1)
+    origin: str
+    accept: bytes  # Sec-WebSocket-Accept for the response
+
+
+def accept_key(websocket_key: bytes) -> bytes:
+    """Sec-WebSocket-Accept: base64(SHA-1(key + GUID)) (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(websocket_key + _GUID).digest())
+
+
+def switching_protocols(accept: bytes) -> bytes:
+    """The 101 response; no extension and no subprotocol is ever selected."""
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+        + accept
+        + b"\r\n\r\n"
+    )
+
+
+def may_be_upgrade(request_line: bytes, app_path: bytes) -> bool:
+    """Whether the request line could start an upgrade to `{path}/app/...`; if not, aiohttp gets it at once."""
+    return request_line.startswith(b"GET " + app_path) and request_line.endswith(b" HTTP/1.1")
+
+
+def parse_upgrade(head: bytes, app_path: str) -> UpgradeRequest | None:
+    """The upgrade in a complete request head (without its final blank line), or None for anything else.
+
+    None means "not ours": aiohttp answers it, with the same errors (400, 404, 4005) it gives today.
+    `app_path` is `{config.path}/app/`.
+    """
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
+        return None
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name[-1:] in b" \t" or name[:1] in b" \t":
+            return None  # obsolete folding or a malformed line: aiohttp's parser answers 400
+        name = name.lower()
+        if name in _HEADERS_WANTED:
+            if name in headers:
+                if name != b"connection":
+                    return None
+                headers[name] += b"," + value.strip()
+            else:
+                headers[name] = value.strip()
+    if headers.get(b"upgrade", b"").lower() != b"websocket":
+        return None
+    if b"upgrade" not in (token.strip().lower() for token in headers.get(b"connection", b"").split(b",")):
+        return None
+    if headers.get(b"sec-websocket-version") != b"13":
+        return None
+    websocket_key = headers.get(b"sec-websocket-key", b"")
+    try:
+        if len(base64.b64decode(websocket_key, validate=True)) != 16:
+            return None
+    except binascii.Error:
+        return None
+    target = parts[1].decode("latin-1")
+    path, _, query = target.partition("?")
+    if not path.startswith(app_path):
+        return None
+    raw_key = path[len(app_path) :]
+    if not raw_key or "/" in raw_key:
+        return None
+    protocol = next((value for name, value in parse_qsl(query, keep_blank_values=True) if name == "protocol"), None)
+    return UpgradeRequest(
+        key=unquote(raw_key),
+        protocol=protocol,
+        origin=headers.get(b"origin", b"").decode("latin-1"),
+        accept=accept_key(websocket_key),
+    )
+
+
+def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
+    """Reverb's rule: `*`, or a host pattern (`*.example.com`) matching the Origin header's host."""
+    if not origin or "*" in allowed:
+        return True
+    host = urlsplit(origin).hostname or ""
+    return any(fnmatch.fnmatchcase(host, pattern) or origin == pattern for pattern in allowed)
+
+
+def refusal(app: AppConfig | None, key: str, protocol: str | None, origin: str) -> tuple[int, str] | None:
+    """Connection-level errors, checked before the session exists (PROTOCOL.md §1.1, §3)."""
+    if app is None:
+        return errors.APP_DOES_NOT_EXIST, f"Application does not exist: {key[:100]}"
+    if not app.enabled:
+        return errors.APP_DISABLED, "Application is disabled"
+    if protocol is None or protocol == "":
+        return errors.NO_PROTOCOL_VERSION, "No protocol version supplied"
+    if not (protocol.isascii() and protocol.isdigit()):
+        return errors.INVALID_VERSION_FORMAT, f"Invalid version string format: {protocol[:32]}"
+    if not MIN_PROTOCOL <= int(protocol) <= MAX_PROTOCOL:
+        return errors.UNSUPPORTED_PROTOCOL_VERSION, f"Unsupported protocol version: {protocol}"
+    if not origin_allowed(origin, app.allowed_origins):
+        return errors.CONNECTION_UNAUTHORIZED, "Origin not allowed"
+    return None

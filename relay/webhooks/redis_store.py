@@ -1,0 +1,341 @@
+"""RedisStore: the webhook queue, held leaves and dead letters shared by every node through Redis.
+
+Delivery is at-least-once. A node moves a delivery from the shared `ready` list into its own `in_flight`
+list (BLMOVE) before posting it and removes it only once it is delivered, retried or dead-lettered. A node
+that stops gracefully puts its in-flight deliveries back; one that dies stops refreshing its `alive` key and
+the next live node puts them back after RedisConfig.node_timeout. Receivers de-duplicate by delivery id.
+
+Keys, under `<prefix>:webhooks:`
+  ready                  LIST of Delivery JSON, sent oldest first by whichever node takes it
+  retry                  ZSET Delivery JSON -> wall-clock ms when it may be tried again
+  in_flight:<node>       LIST of Delivery JSON being posted by <node>
+  nodes                  SET of node ids that may own an in_flight list
+  alive:<node>           STRING, expires node_timeout after the node's last heartbeat
+  dead:<app_id>          LIST of DeadLetter JSON, oldest first, capped
+  leaves                 ZSET Hold JSON -> wall-clock ms when the held leave is sent
+  leave:<hold key>       STRING token of the pending hold; a join DELs it, the releaser compare-and-DELs it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, Final, cast
+
+from redis.asyncio import Redis
+
+from relay.config import RedisConfig
+from relay.webhooks.model import Cancel, DeadLetter, Delivery, Hold, MalformedRecord
+from relay.webhooks.store import now_ms
+
+logger = logging.getLogger(__name__)
+
+# A held leave's key outlives its due time: it is removed by the releaser (or a join), never by expiry,
+# so a cluster that is down for a while still sends the leave when it comes back. The TTL only guards
+# against a key orphaned by a bug.
+HOLD_KEY_TTL_MS: Final = 24 * 3600 * 1000
+# Held leaves and retries handled per script call, so one call never blocks Redis for long.
+SCRIPT_BATCH: Final = 200
+
+# KEYS[1] ready, KEYS[2] retry. ARGV[1] limit (deliveries), ARGV[2..] Delivery JSON.
+# Returns how many were queued, in order; the rest would pass the limit.
+_PUSH: Final = """
+local queued = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+local limit = tonumber(ARGV[1])
+local accepted = 0
+for i = 2, #ARGV do
+  if queued >= limit then break end
+  redis.call('RPUSH', KEYS[1], ARGV[i])
+  queued = queued + 1
+  accepted = accepted + 1
+end
+return accepted
+"""
+
+# KEYS[1] retry, KEYS[2] ready. ARGV[1] now (ms), ARGV[2] batch.
+# Moves due retries to ready; returns the ms of the next retry still waiting, or -1.
+_PROMOTE: Final = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, blob in ipairs(due) do
+  redis.call('ZREM', KEYS[1], blob)
+  redis.call('RPUSH', KEYS[2], blob)
+end
+local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if next[2] then return tonumber(next[2]) end
+return -1
+"""
+
+# KEYS[1] leaves. ARGV[1] until (ms), ARGV[2] batch, ARGV[3] prefix of leave:<hold key>.
+# Claims due holds (ZREM makes exactly one node see each) and returns those whose token is still the
+# pending one: a join since then deleted it, a later leave replaced it.
+_RELEASE: Final = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local released = {}
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local hold = cjson.decode(member)
+  local key = ARGV[3] .. hold['key']
+  if redis.call('GET', key) == hold['token'] then
+    redis.call('DEL', key)
+    table.insert(released, member)
+  end
+end
+return released
+"""
+
+# KEYS[1] in_flight:<node>, KEYS[2] ready, KEYS[3] nodes, KEYS[4] alive:<node>. ARGV[1] node, ARGV[2] "1" to
+# skip the liveness check (a node handing back its own). Puts the node's in-flight deliveries back at the
+# head of ready, in order; returns how many, or -1 if the node is alive.
+_RECOVER: Final = """
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+local moved = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do moved = moved + 1 end
+redis.call('SREM', KEYS[3], ARGV[1])
+return moved
+"""
+
+# KEYS[1] dead:<app>, KEYS[2] ready. ARGV pairs (DeadLetter JSON, Delivery JSON to queue).
+# A letter is replayed only by the caller that removed it, so two operators cannot double it.
+_REPLAY: Final = """
+local replayed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[i + 1])
+    replayed = replayed + 1
+  end
+end
+return replayed
+"""
+
+
+class RedisStore:
+    """DeliveryStore over Redis; see the module docstring for the keys."""
+
+    def __init__(
+        self,
+        config: RedisConfig,
+        queue_limit: int,
+        dead_letter_limit: int,
+        client: Redis | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        self._client: Redis = client if client is not None else Redis.from_url(config.url)
+        self.node_id = node_id or secrets.token_hex(8)
+        self._node_timeout = config.node_timeout
+        self._queue_limit = max(1, queue_limit)
+        self._dead_letter_limit = max(1, dead_letter_limit)
+        base = f"{config.prefix}:webhooks:"
+        self._base = base
+        self._ready = base + "ready"
+        self._retry = base + "retry"
+        self._nodes = base + "nodes"
+        self._leaves = base + "leaves"
+        self._leave_prefix = base + "leave:"
+        self._in_flight = self._in_flight_key(self.node_id)
+        self._alive = self._alive_key(self.node_id)
+        self._push_script = self._client.register_script(_PUSH)
+        self._promote_script = self._client.register_script(_PROMOTE)
+        self._release_script = self._client.register_script(_RELEASE)
+        self._recover_script = self._client.register_script(_RECOVER)
+        self._replay_script = self._client.register_script(_REPLAY)
+        # Delivery id -> the exact bytes in our in_flight list, which LREM needs.
+        self._leases: dict[str, bytes] = {}
+        self._own_dues: list[int] = []  # heap: due ms of holds this node wrote
+        self._backlog = 0
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def _in_flight_key(self, node_id: str) -> str:
+        return f"{self._base}in_flight:{node_id}"
+
+    def _alive_key(self, node_id: str) -> str:
+        return f"{self._base}alive:{node_id}"
+
+    def _dead_key(self, app_id: str) -> str:
+        return f"{self._base}dead:{app_id}"
+
+    @property
+    def local_events(self) -> int:
+        return 0  # everything this store holds is in Redis, bounded there
+
+    @property
+    def backlog(self) -> int:
+        return self._backlog
+
+    # Life cycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._beat()
+        except Exception:
+            # Like the rest of relay, start without Redis and catch up: events wait in memory meanwhile.
+            logger.exception("webhooks: Redis is not answering at start (node %s)", self.node_id)
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"relay-webhook-heartbeat-{self.node_id}")
+
+    async def close(self) -> int:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        try:
+            await self._client.delete(self._alive)
+            moved = await self._recover(self.node_id, force=True)
+            if moved:
+                logger.info("webhooks: handed %d in-flight deliveries back to the shared queue", moved)
+        except Exception:
+            # Not fatal: with our alive key expiring, another node hands them back after node_timeout.
+            logger.exception("webhooks: could not hand in-flight deliveries back on close (node %s)", self.node_id)
+        finally:
+            await self._client.aclose()
+        return 0
+
+    async def _beat(self) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.sadd(self._nodes, self.node_id)
+            pipe.set(self._alive, b"1", px=max(1, int(self._node_timeout * 1000)))
+            pipe.llen(self._ready)
+            pipe.zcard(self._retry)
+            results = await pipe.execute()
+        self._backlog = int(results[2]) + int(results[3]) + len(self._leases)
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep our alive key fresh, and hand back the in-flight deliveries of nodes whose key expired."""
+        interval = max(self._node_timeout / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._beat()
+                for raw in await cast(Any, self._client.smembers(self._nodes)):
+                    node_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    if node_id == self.node_id:
+                        continue
+                    moved = await self._recover(node_id, force=False)
+                    if moved > 0:
+                        logger.warning(
+                            "webhooks: node %s is gone; re-queued its %d in-flight deliveries", node_id, moved
+                        )
+            except Exception:
+                logger.exception("webhooks: Redis heartbeat failed (node %s)", self.node_id)
+
+    async def _recover(self, node_id: str, force: bool) -> int:
+        keys = [self._in_flight_key(node_id), self._ready, self._nodes, self._alive_key(node_id)]
+        return int(await self._recover_script(keys=keys, args=[node_id, "1" if force else "0"]))
+
+    # Held leaves ---------------------------------------------------------------------------------
+
+    async def settle(self, ops: Sequence[Hold | Cancel]) -> list[bool]:
+        if not ops:
+            return []
+        # One transaction, in order: a leave and the join after it in the same batch cancel each other.
+        async with self._client.pipeline(transaction=True) as pipe:
+            for op in ops:
+                key = self._leave_prefix + op.key
+                if isinstance(op, Hold):
+                    pipe.set(key, op.token, px=HOLD_KEY_TTL_MS)
+                    pipe.zadd(self._leaves, {op.encode(): op.due_ms})
+                else:
+                    pipe.delete(key)
+            results = await pipe.execute()
+        answers: list[bool] = []
+        index = 0
+        for op in ops:
+            if isinstance(op, Hold):
+                heapq.heappush(self._own_dues, op.due_ms)
+                answers.append(True)
+                index += 2
+            else:
+                answers.append(int(results[index]) == 1)
+                index += 1
+        return answers
+
+    async def release_due(self, until_ms: int) -> list[Hold]:
+        while self._own_dues and self._own_dues[0] <= until_ms:
+            heapq.heappop(self._own_dues)
+        released: list[Hold] = []
+        while True:
+            members = await self._release_script(keys=[self._leaves], args=[until_ms, SCRIPT_BATCH, self._leave_prefix])
+            for member in members:
+                try:
+                    released.append(Hold.decode(member))
+                except MalformedRecord as error:
+                    logger.error("webhooks: dropped a malformed held leave: %s", error)
+            if len(members) < SCRIPT_BATCH:
+                return released
+
+    def next_due_ms(self) -> int | None:
+        return self._own_dues[0] if self._own_dues else None
+
+    # Deliveries ----------------------------------------------------------------------------------
+
+    async def push(self, deliveries: Sequence[Delivery]) -> int:
+        if not deliveries:
+            return 0
+        blobs = [delivery.encode() for delivery in deliveries]
+        return int(await self._push_script(keys=[self._ready, self._retry], args=[self._queue_limit, *blobs]))
+
+    async def take(self, timeout: float) -> Delivery | None:
+        next_retry = int(await self._promote_script(keys=[self._retry, self._ready], args=[now_ms(), SCRIPT_BATCH]))
+        if next_retry >= 0:
+            timeout = min(timeout, max(next_retry - now_ms(), 10) / 1000)
+        # BLMOVE's timeout 0 would block for ever; Redis takes fractions of a second since 6.0.
+        wait = f"{max(timeout, 0.01):.3f}"
+        command = cast(Callable[..., Awaitable[Any]], self._client.execute_command)
+        raw = await command("BLMOVE", self._ready, self._in_flight, "LEFT", "RIGHT", wait)
+        if raw is None:
+            return None
+        try:
+            delivery = Delivery.decode(raw)
+        except MalformedRecord as error:
+            logger.error("webhooks: dropped a malformed queued delivery: %s", error)
+            await self._client.lrem(self._in_flight, 1, cast(Any, raw))
+            return None
+        self._leases[delivery.id] = raw
+        return delivery
+
+    def _lease(self, delivery: Delivery) -> bytes:
+        return self._leases.pop(delivery.id, None) or delivery.encode()
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self._client.lrem(self._in_flight, 1, cast(Any, self._lease(delivery)))
+
+    async def retry(self, delivery: Delivery, attempt: Delivery, due_ms: int) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.lrem(self._in_flight, 1, cast(Any, self._lease(delivery)))
+            pipe.zadd(self._retry, {attempt.encode(): due_ms})
+            await pipe.execute()
+
+    async def dead_letter(self, delivery: Delivery, letter: DeadLetter) -> None:
+        dead = self._dead_key(delivery.app_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.lrem(self._in_flight, 1, cast(Any, self._lease(delivery)))
+            pipe.rpush(dead, letter.encode())
+            pipe.ltrim(dead, -self._dead_letter_limit, -1)
+            await pipe.execute()
+
+    async def _dead_blobs(self, app_id: str, limit: int) -> list[bytes]:
+        return list(await cast(Any, self._client.lrange(self._dead_key(app_id), 0, limit - 1)))
+
+    async def dead_letters(self, app_id: str, limit: int) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        for raw in await self._dead_blobs(app_id, limit):
+            with contextlib.suppress(MalformedRecord):
+                letters.append(DeadLetter.decode(raw))
+        return letters
+
+    async def replay(self, app_id: str, ids: Collection[str] | None) -> int:
+        args: list[bytes] = []
+        for raw in await self._dead_blobs(app_id, self._dead_letter_limit):
+            try:
+                letter = DeadLetter.decode(raw)
+            except MalformedRecord:
+                continue
+            if ids is None or letter.delivery.id in ids:
+                args += [raw, letter.delivery.replayed().encode()]
+        if not args:
+            return 0
+        return int(await self._replay_script(keys=[self._dead_key(app_id), self._ready], args=args))
+
+    async def is_drained(self) -> bool:
+        return int(await cast(Any, self._client.llen(self._ready))) == 0

@@ -1,0 +1,84 @@
+"""Which events go where and when: an app's webhook targets, the batch per target, and the retry backoff."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from relay.config import WebhookConfig, WebhookSettings
+from relay.webhooks.model import CACHE_MISS, JOIN_FOR_LEAVE, LEAVE_FOR_JOIN, SUBSCRIPTION_COUNT, WebhookEvent
+
+ALL_EVENTS = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One configured webhook URL of an app, and what it wants."""
+
+    url: str
+    event_types: frozenset[str]  # empty: every type
+    channel_prefix: str
+    headers: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_config(cls, config: WebhookConfig) -> Target:
+        return cls(config.url, frozenset(config.event_types), config.channel_prefix, config.headers)
+
+    def wants(self, event: Mapping[str, str | int]) -> bool:
+        if self.event_types and event.get("name") not in self.event_types:
+            return False
+        return str(event.get("channel", "")).startswith(self.channel_prefix)
+
+
+def interest(targets: tuple[Target, ...], leaves_held: bool) -> frozenset[str]:
+    """Event names worth queueing for an app ({ALL_EVENTS} for every one): what some target wants, plus the
+    partner of a leave/join pair when leaves are held, because a join must still cancel a held leave (and a
+    leave be held to cancel its join) even when a target wants only one of the two."""
+    names: set[str] = set()
+    for target in targets:
+        names |= target.event_types or {ALL_EVENTS}
+    if ALL_EVENTS in names:
+        return frozenset({ALL_EVENTS})
+    if leaves_held:
+        names |= {LEAVE_FOR_JOIN[name] for name in names if name in LEAVE_FOR_JOIN}
+        names |= {JOIN_FOR_LEAVE[name] for name in names if name in JOIN_FOR_LEAVE}
+    return frozenset(names)
+
+
+class Batch:
+    """Events for one (app, URL) collected during batch_window."""
+
+    __slots__ = ("events", "latest", "opened")
+
+    def __init__(self, opened: float) -> None:
+        self.opened = opened
+        self.events: list[WebhookEvent] = []
+        # (name, channel) -> index in events, for cache_miss and subscription_count, which Pusher de-duplicates.
+        self.latest: dict[tuple[str, str], int] = {}
+
+    def add(self, event: WebhookEvent) -> bool:
+        """Append `event`; False when it only replaced or repeated one already in the batch."""
+        name = event.get("name")
+        if name in (CACHE_MISS, SUBSCRIPTION_COUNT):
+            slot = (str(name), str(event.get("channel", "")))
+            index = self.latest.get(slot)
+            if index is not None:
+                self.events[index] = event  # the newest subscription_count wins
+                return False
+            self.latest[slot] = len(self.events)
+        self.events.append(event)
+        return True
+
+
+def first_backoff(settings: WebhookSettings) -> float:
+    """The first retry delay: 1 s, or shorter when the whole retry window is short."""
+    return max(0.01, min(1.0, settings.retry_for / 30))
+
+
+def backoff(settings: WebhookSettings, attempts: int) -> float:
+    """Seconds before attempt `attempts + 1`: doubling from first_backoff up to a cap (about ten attempts in
+    Pusher's 5 minutes), with ±20 % jitter so a receiver that comes back is not hit by every node at once."""
+    first = first_backoff(settings)
+    cap = max(first, min(60.0, settings.retry_for / 4))
+    return float(min(cap, first * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2))
