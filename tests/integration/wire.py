@@ -199,3 +199,32 @@ async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: f
         if time.monotonic() > deadline:
             raise AssertionError("state not reached in time")
         await asyncio.sleep(0.01)
+
+
+# Connecting ----------------------------------------------------------------------------------------
+
+
+def ws_url(port: int, key: str, query: str | None = PUSHER_JS_QUERY, path: str = "") -> str:
+    """The URL pusher-js opens for app `key` (query None: no query string at all)."""
+    suffix = "" if query is None else f"?{query}"
+    return f"ws://127.0.0.1:{port}{path}/app/{key}{suffix}"
+
+
+async def open_socket(url: str, origin: str | None = None, **options: Any) -> Client:
+    """A WebSocket to `url` without reading anything yet (socket_id stays empty)."""
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.typing import Origin
+
+    async with asyncio.timeout(TIMEOUT):
+        ws = await ws_connect(
+            url, origin=Origin(origin) if origin else None, open_timeout=TIMEOUT, ping_interval=None, **options
+        )
+    return Client(ws)
+
+
+async def connect(url: str, origin: str | None = None, **options: Any) -> Client:
+    """Open a socket and read `pusher:connection_established`; the Client knows its socket_id."""
+    client = await open_socket(url, origin, **options)
+    frame = await client.expect("pusher:connection_established")
+    client.socket_id = inner(frame)["socket_id"]
+    return client
