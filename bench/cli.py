@@ -43,7 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--servers",
         default="relay,soketi",
-        help="comma-separated: relay, soketi (default both; relay skipped if relay/cli.py is missing)",
+        help="comma-separated: relay, relay-workers (relay --workers N on one port, with a Redis), soketi "
+        "(default relay,soketi; relay skipped if relay/cli.py is missing)",
     )
     p.add_argument(
         "--scenarios",
@@ -82,7 +83,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=REPO_ROOT,
         help="directory holding the relay package to run (default: this checkout)",
     )
-    p.add_argument("--relay-workers", type=int, default=0, help="pass --workers N to relay (0: not passed)")
+    p.add_argument(
+        "--relay-workers", type=int, default=2, help="worker processes of the relay-workers server (default 2)"
+    )
+    p.add_argument(
+        "--relay-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `relay serve`, repeatable (e.g. --relay-arg=--transport --relay-arg=lean)",
+    )
     p.add_argument("--redis-port", type=int, default=7390, help="port of the Redis started for --cluster")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     ext = p.add_argument_group("an already running server (replaces --servers)")
@@ -148,11 +158,12 @@ class Runner:
             return ServerHandle(self.args.name, targets, list(self.args.server_pid))
         redis_url = ""
         redis_proc = None
-        if cluster:
+        # relay's workers share state through Redis, like nodes do.
+        if cluster or server == "relay-workers":
             redis_proc = await start_redis(self.args.redis_port, self.server_core, self.logdir)
             redis_url = f"redis://127.0.0.1:{self.args.redis_port}"
         try:
-            if server == "relay":
+            if server in ("relay", "relay-workers"):
                 handle = await start_relay(
                     ports,
                     self.app,
@@ -160,9 +171,11 @@ class Runner:
                     self.logdir,
                     self.args.relay_python,
                     redis_url,
-                    self.args.relay_workers,
+                    self.args.relay_workers if server == "relay-workers" else 0,
                     self.args.relay_source,
+                    self.args.relay_arg,
                 )
+                handle.name = server
             else:
                 handle = await start_soketi(
                     [p + 100 for p in ports], self.app, self.server_core, self.logdir, redis_url
@@ -205,11 +218,11 @@ class Runner:
         chosen = []
         for name in self.args.servers.split(","):
             name = name.strip()
-            if name == "relay" and not relay_available(self.args.relay_source):
+            if name in ("relay", "relay-workers") and not relay_available(self.args.relay_source):
                 self.log("relay: skipped, relay/cli.py does not exist yet")
             elif name == "soketi" and not soketi_available():
                 self.log("soketi: skipped, bench/soketi/node_modules missing (run bench/run, which installs it)")
-            elif name in ("relay", "soketi"):
+            elif name in ("relay", "relay-workers", "soketi"):
                 chosen.append(name)
             else:
                 raise SystemExit(f"unknown server {name!r}")
@@ -251,7 +264,7 @@ class Runner:
         self.log("\n== summary ==")
         for result in self.results:
             self.log(format_line(result))
-        for line in ratio_lines(self.results):
+        for line in all_ratio_lines(self.results):
             self.log(line)
         self.log(f"results: {self.json_path}")
         return 1 if any(r.error for r in self.results) else 0
@@ -279,9 +292,13 @@ class Runner:
                 }
                 for r in self.results
             ],
-            "ratios": ratio_lines(self.results),
+            "ratios": all_ratio_lines(self.results),
         }
         self.json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+
+def all_ratio_lines(results: list[Result]) -> list[str]:
+    return ratio_lines(results) + ratio_lines(results, numerator="relay-workers")
 
 
 def machine_info() -> dict[str, str | int]:

@@ -126,8 +126,9 @@ async def start_relay(
     redis_url: str = "",
     workers: int = 0,
     source: Path = REPO_ROOT,
+    extra_args: list[str] | None = None,
 ) -> ServerHandle:
-    """One relay node per port; with several ports they share `redis_url`."""
+    """One relay node per port; with several ports (or workers) they share `redis_url`."""
     handle = ServerHandle("relay", [], [])
     try:
         for port in ports:
@@ -138,6 +139,7 @@ async def start_relay(
                 cmd += ["--redis-url", redis_url]
             if workers:
                 cmd += ["--workers", str(workers)]
+            cmd += extra_args or []
             log = logdir / f"relay-{port}.log"
             env = os.environ.copy()
             # `source` may be a snapshot of relay (git archive) while the work tree is mid-edit.

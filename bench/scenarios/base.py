@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bench.procstat import Sampler, Usage
-from bench.publisher import PublishReport
+from bench.publisher import Publisher, PublishReport, RequestBuilder
 from bench.results import Metric, percentiles
 from bench.servers import ServerHandle
 from bench.sizes import Sizes
@@ -123,6 +123,25 @@ async def measure_delivery(
         counters["errors"],
         counters["last_error"],
     )
+
+
+async def warm_up(ctx: Context, publisher: Publisher, build: RequestBuilder, copies: int, limit: float = 15.0) -> None:
+    """Publish single events until one reaches all `copies` subscribers.
+
+    With several nodes or workers a subscriber's node may confirm the subscription before Redis
+    has confirmed the node's SUBSCRIBE (relay, soketi alike), so the first events can miss it;
+    measuring from then on would count that start-up as loss. Not counted in the figures."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        await ctx.pool.counters(reset=True)
+        await publisher.at_rate(build, 100.0, 1, 5.0)
+        settle = time.monotonic() + 0.5
+        while time.monotonic() < settle:
+            if (await ctx.pool.counters())["received"] >= copies:
+                await ctx.pool.collect(reset=True)
+                return
+            await asyncio.sleep(0.02)
+    raise ScenarioError(f"no event reached all {copies} subscribers within {limit:g}s of warm-up")
 
 
 class ScenarioError(Exception):

@@ -4,7 +4,7 @@ published to node A only, so half of every delivery crosses Redis. Enabled with 
 from bench.procstat import Sampler
 from bench.publisher import Publisher, events_builder
 from bench.results import Metric, Result
-from bench.scenarios.base import DELIVERY_RATIOS, Context, ScenarioError, measure_delivery
+from bench.scenarios.base import DELIVERY_RATIOS, Context, ScenarioError, measure_delivery, warm_up
 
 CHANNEL = "bench-cluster"
 
@@ -30,6 +30,7 @@ async def cluster_fanout(ctx: Context) -> Result:
             connected += reply["ok"]
         await publisher.open()
         build = events_builder(node_a, lambda _: (CHANNEL,))
+        await warm_up(ctx, publisher, build, connected)
         redis.start()
         delivery = await measure_delivery(
             ctx,

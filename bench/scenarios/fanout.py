@@ -3,7 +3,7 @@ POST /events; delivered messages/s, loss, publish-to-receive latency, server CPU
 
 from bench.publisher import Publisher, events_builder
 from bench.results import Result
-from bench.scenarios.base import DELIVERY_RATIOS, Context, measure_delivery, subscribe_all
+from bench.scenarios.base import DELIVERY_RATIOS, Context, measure_delivery, subscribe_all, warm_up
 
 CHANNEL = "bench-fanout"
 
@@ -15,6 +15,7 @@ async def fanout(ctx: Context, name: str, subscribers: int, rate: float, seconds
     try:
         await publisher.open()
         build = events_builder(target, lambda _: (CHANNEL,))
+        await warm_up(ctx, publisher, build, int(connected["subscribers"]))
         delivery = await measure_delivery(
             ctx,
             lambda: publisher.at_rate(build, rate, int(rate * seconds), seconds * 2 + 5),

@@ -3,7 +3,7 @@ connections, to a channel with no subscribers and to one with some."""
 
 from bench.publisher import Publisher, events_builder
 from bench.results import Metric, Result, percentiles
-from bench.scenarios.base import Context, measure_delivery, subscribe_all
+from bench.scenarios.base import Context, measure_delivery, subscribe_all, warm_up
 
 
 async def http_api(ctx: Context, subscribers: int) -> Result:
@@ -17,6 +17,8 @@ async def http_api(ctx: Context, subscribers: int) -> Result:
             connected = await subscribe_all(ctx, channel, subscribers)
         await publisher.open()
         build = events_builder(target, lambda _: (channel,))
+        if subscribers:
+            await warm_up(ctx, publisher, build, int(connected["subscribers"]))
         delivery = await measure_delivery(
             ctx, lambda: publisher.as_fast(build, s.http_requests, s.http_seconds), copies=int(connected["subscribers"])
         )
