@@ -2,7 +2,8 @@
 
 `cluster` (three nodes, default settings) and `cluster_factory` (any node count, node timeout, app
 settings or extra TOML) are function-scoped: every test starts from an empty Redis and fresh nodes, so a
-test may SIGKILL a node or Redis. Nodes start in parallel, then the fixture waits for `GET /up` on each.
+test may SIGKILL a node or Redis. `shared_cluster` keeps one cluster per test module for tests that kill
+nothing and use names of their own (`unique()`). Nodes start in parallel, then each must answer `GET /up`.
 
 Helpers on Cluster: `connect(i)` (a tests/integration/wire.py Client on node i, closed at teardown),
 `api(i)` (signed HTTP calls to node i), `request(i, method, *args)` (any request the official `pusher`
@@ -17,7 +18,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -200,10 +201,46 @@ def spawn_node(
     return RelayProcess(port, config_path, argv, child_env(), workdir / f"relay-{port}.log")
 
 
+def start_processes(
+    workdir: Path,
+    nodes: int = 3,
+    node_timeout: float = DEFAULT_NODE_TIMEOUT,
+    app: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+) -> tuple[RedisProcess, list[RelayProcess], dict[str, Any], str]:
+    """redis-server, then `nodes` relay nodes started together; returns once every node answers GET /up.
+
+    On a failure everything started so far is stopped before the error propagates.
+    """
+    redis = start_redis(workdir)
+    relays: list[RelayProcess] = []
+    try:
+        prefix = f"relay-test-{uuid.uuid4().hex[:8]}"
+        merged_app = {**APP, **(app or {})}
+        document = node_config(redis, prefix, node_timeout, merged_app, config or {})
+        for index in range(nodes):
+            relays.append(spawn_node(workdir / f"node-{index}", redis, document, extra_args))
+        for relay in relays:
+            relay.wait_ready(STARTUP_TIMEOUT)
+    except BaseException:
+        stop_processes(redis, relays)
+        raise
+    return redis, relays, merged_app, prefix
+
+
+def stop_processes(redis: RedisProcess, relays: Sequence[RelayProcess]) -> None:
+    for relay in reversed(relays):
+        relay.stop()
+    redis.stop()
+    for relay in relays:
+        _print_log_on_failure(relay)
+
+
 @pytest.fixture
 async def cluster_factory(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
-    started: list[Cluster] = []
-    processes: list[RelayProcess | RedisProcess] = []
+    """Starts clusters (each its own redis-server); all processes are stopped at teardown."""
+    started: list[tuple[Cluster, RedisProcess, list[RelayProcess]]] = []
     async with aiohttp.ClientSession() as http:
 
         async def start(
@@ -213,37 +250,24 @@ async def cluster_factory(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
             config: Mapping[str, Any] | None = None,
             extra_args: Sequence[str] = (),
         ) -> Cluster:
-            redis = start_redis(tmp_path / f"cluster-{len(started)}")
-            processes.append(redis)
-            prefix = f"relay-test-{uuid.uuid4().hex[:8]}"
-            document = node_config(redis, prefix, node_timeout, {**APP, **(app or {})}, config or {})
-            relays = []
-            for index in range(nodes):
-                relay = spawn_node(tmp_path / f"cluster-{len(started)}" / f"node-{index}", redis, document, extra_args)
-                processes.append(relay)
-                relays.append(relay)
-            for relay in relays:
-                relay.wait_ready(STARTUP_TIMEOUT)
+            workdir = tmp_path / f"cluster-{len(started)}"
+            redis, relays, merged_app, prefix = start_processes(workdir, nodes, node_timeout, app, config, extra_args)
             cluster = Cluster(
                 redis=redis,
                 nodes=[ClusterNode(index, relay) for index, relay in enumerate(relays)],
                 http=http,
-                app={**APP, **(app or {})},
+                app=merged_app,
                 prefix=prefix,
             )
-            started.append(cluster)
+            started.append((cluster, redis, relays))
             return cluster
 
         try:
             yield start
         finally:
-            for cluster in started:
+            for cluster, redis, relays in reversed(started):
                 await cluster.close_clients()
-            for process in reversed(processes):
-                process.stop()
-            for cluster in started:
-                for node in cluster.nodes:
-                    _print_log_on_failure(node.process)
+                stop_processes(redis, relays)
 
 
 def _print_log_on_failure(process: RelayProcess) -> None:
@@ -255,9 +279,69 @@ def _print_log_on_failure(process: RelayProcess) -> None:
 
 @pytest.fixture
 async def cluster(cluster_factory: ClusterFactory) -> Cluster:
-    """Three relay nodes sharing one fresh redis-server; default app APP."""
+    """Three relay nodes sharing one fresh redis-server; default app APP. For tests that kill or stop parts."""
     return await cluster_factory()
+
+
+@pytest.fixture(scope="module")
+def module_processes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RedisProcess, list[RelayProcess], dict[str, Any], str]]:
+    workdir = tmp_path_factory.mktemp("shared-cluster")
+    redis, relays, app, prefix = start_processes(workdir)
+    try:
+        yield redis, relays, app, prefix
+    finally:
+        stop_processes(redis, relays)
+
+
+@pytest.fixture
+async def shared_cluster(
+    module_processes: tuple[RedisProcess, list[RelayProcess], dict[str, Any], str],
+) -> AsyncIterator[Cluster]:
+    """Three nodes and one Redis shared by every test of a module (starting them costs seconds).
+
+    Tests must use channel and user names of their own (`unique()`) and must not kill or stop anything;
+    their clients are closed at teardown.
+    """
+    redis, relays, app, prefix = module_processes
+    for relay in relays:
+        assert relay.running, f"{relay.name} died during an earlier test:\n{relay.log_tail()}"
+    async with aiohttp.ClientSession() as http:
+        cluster = Cluster(
+            redis=redis,
+            nodes=[ClusterNode(index, relay) for index, relay in enumerate(relays)],
+            http=http,
+            app=app,
+            prefix=prefix,
+        )
+        try:
+            yield cluster
+        finally:
+            await cluster.close_clients()
+
+
+def unique(stem: str) -> str:
+    """A channel or user name no other test uses."""
+    return f"{stem}{uuid.uuid4().hex[:10]}"
 
 
 def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
+
+
+async def barrier(cluster: Cluster, clients: Sequence[Client], channel: str) -> None:
+    """Prove that nothing else is queued for `clients` on `channel`: an event triggered on each node in turn
+    must be each client's very next frame.
+
+    Anything published earlier on that channel (a duplicate, a late member event) travels ahead of these
+    markers: through Redis from another node, or locally on the publishing node, so it would show up here.
+    """
+    for node in range(len(cluster.nodes)):
+        marker = f"barrier-{node}-{uuid.uuid4().hex[:6]}"
+        await cluster.trigger(node, channel, "barrier", marker)
+        for client in clients:
+            frame = await client.recv()
+            assert frame == {"event": "barrier", "channel": channel, "data": marker}, (
+                f"socket {client.socket_id}: expected barrier {marker} on {channel}, got {frame!r}"
+            )
