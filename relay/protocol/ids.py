@@ -10,7 +10,8 @@ SocketId = NewType("SocketId", str)
 AppId = NewType("AppId", str)
 UserId = NewType("UserId", str)
 
-SOCKET_ID_PATTERN: Final = re.compile(r"\A\d+\.\d+\Z")
+# ASCII digits only: `\d` would also match other scripts' digits, which no SDK or client sends.
+SOCKET_ID_PATTERN: Final = re.compile(r"\A[0-9]+\.[0-9]+\Z")
 _SOCKET_ID_PART_LIMIT: Final = 10**10
 
 

@@ -178,7 +178,7 @@ async def test_socket_id_excludes_that_connection(server: RelayServer, sdk: Any)
     await sender.expect_silence()
 
 
-@pytest.mark.parametrize("socket_id", ["abc", "1234", "1.2.3", "1.x", " 1.2", 12.5])
+@pytest.mark.parametrize("socket_id", ["abc", "1234", "1.2.3", "1.x", " 1.2", 12.5, "\u0661.\u0662"])
 async def test_malformed_socket_id_refused(server: RelayServer, api: Api, sdk: Any, socket_id: object) -> None:
     client = await subscriber(server, "news")
     assert_error(await post(api, sdk, EVENTS, event(socket_id=socket_id)), 400, "socket_id")
