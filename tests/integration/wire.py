@@ -4,6 +4,7 @@ official `pusher` SDK, and timeouts that scale with RELAY_TEST_TIMEOUT_FACTOR.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -228,3 +229,49 @@ async def connect(url: str, origin: str | None = None, **options: Any) -> Client
     frame = await client.expect("pusher:connection_established")
     client.socket_id = inner(frame)["socket_id"]
     return client
+
+
+# Auth strings from the official SDK -----------------------------------------------------------------
+
+
+class RawData(dict[str, Any]):
+    """A dict the SDK accepts (it validates `id` for sign-in) but signs as `raw`, verbatim: lets the
+    official SDK sign malformed channel_data / user_data for refusal tests."""
+
+    def __init__(self, raw: str, **fields: Any) -> None:
+        super().__init__(fields or {"id": "raw"})
+        self.raw = raw
+
+
+class RawJSONEncoder(json.JSONEncoder):
+    """The SDK's json_encoder: RawData as its raw string, everything else as json.dumps would."""
+
+    def encode(self, o: Any) -> str:
+        if isinstance(o, RawData):
+            return o.raw
+        return super().encode(o)
+
+
+def auth_sdk(app_id: str, key: str, secret: str, **options: Any) -> pusher.Pusher:
+    """The official SDK as an app's auth endpoint uses it (no HTTP is sent by the auth helpers)."""
+    return pusher.Pusher(app_id=app_id, key=key, secret=secret, json_encoder=RawJSONEncoder, **options)
+
+
+def private_auth(sdk: pusher.Pusher, socket_id: str, channel: str) -> str:
+    return str(sdk.authenticate(channel=channel, socket_id=socket_id)["auth"])
+
+
+def presence_auth(sdk: pusher.Pusher, socket_id: str, channel: str, channel_data: Any) -> tuple[str, str]:
+    """(auth, channel_data) as the SDK returns them; `channel_data` a dict or a RawData."""
+    reply = sdk.authenticate(channel=channel, socket_id=socket_id, custom_data=channel_data)
+    return str(reply["auth"]), str(reply["channel_data"])
+
+
+def signin_auth(sdk: pusher.Pusher, socket_id: str, user_data: Any) -> tuple[str, str]:
+    """(auth, user_data) from the SDK's authenticate_user; `user_data` a dict with `id` or a RawData."""
+    reply = sdk.authenticate_user(socket_id, user_data)
+    return str(reply["auth"]), str(reply["user_data"])
+
+
+async def signin(client: Client, auth: str, user_data: str) -> None:
+    await client.send({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}})
