@@ -12,11 +12,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from relay import __version__
-from relay.app import NODE_KEY, create_app
+from relay.app import create_app
 from relay.config import Config, ConfigError, load_config
+from relay.server import start_server
 
 logger = logging.getLogger("relay")
 
@@ -33,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", dest="redis_url", help="Redis URL: several nodes act as one server")
     serve.add_argument("--workers", type=int, help="processes sharing the port (needs Redis)")
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    serve.add_argument("--transport", choices=("lean", "aiohttp"), help="WebSocket implementation (default lean)")
     # Set by `--workers`: each worker binds with SO_REUSEPORT.
     serve.add_argument("--reuse-port", dest="reuse_port", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -81,20 +81,22 @@ window.Echo = new Echo({{
 async def serve(config: Config, reuse_port: bool = False) -> None:
     """Run until SIGINT/SIGTERM; then readiness turns false, connections close with 4200, state is cleaned."""
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None, backlog=4096)
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else config.port
-    logger.info("relay %s listening on http://%s:%s (pid %s)", __version__, config.host, port, os.getpid())
+    server = await start_server(config, app, reuse_port=reuse_port)
+    logger.info(
+        "relay %s listening on http://%s:%s (%s transport, pid %s)",
+        __version__,
+        config.host,
+        server.port,
+        config.transport,
+        os.getpid(),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("shutting down")
-    app[NODE_KEY].accepting = False
-    await runner.cleanup()
+    await server.stop()
 
 
 def _run_workers(config: Config, argv: Sequence[str]) -> int:
@@ -133,7 +135,10 @@ def _reuse_port_supported() -> bool:
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     options = _parser().parse_args(arguments)
-    overrides = {name: getattr(options, name) for name in ("host", "port", "path", "redis_url", "workers", "log_level")}
+    overrides = {
+        name: getattr(options, name)
+        for name in ("host", "port", "path", "redis_url", "workers", "log_level", "transport")
+    }
     try:
         config = load_config(options.config, overrides=overrides)
     except ConfigError as error:
