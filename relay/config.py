@@ -124,6 +124,9 @@ class Config:
     max_outbound_buffer: int = 4_194_304
     # Seconds to drain connections and flush webhooks on SIGTERM.
     shutdown_timeout: float = 10.0
+    # "lean": WebSocket frames on the raw transport (about 2 KB per idle connection); "aiohttp": its
+    # WebSocketResponse. HTTP is served by aiohttp either way.
+    transport: str = "lean"
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     # True when no app was configured and the development app was generated.
     dev_app: bool = False
@@ -247,6 +250,7 @@ _RELAY_SERVER: Final = {
     "RELAY_MAX_REQUEST_SIZE": "max_request_size",
     "RELAY_MAX_OUTBOUND_BUFFER": "max_outbound_buffer",
     "RELAY_SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "RELAY_TRANSPORT": "transport",
 }
 
 
@@ -355,6 +359,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"path: must start with / and not end with /, got {config.path!r}")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
+    if config.transport not in ("lean", "aiohttp"):
+        raise ConfigError(f"transport: expected lean or aiohttp, got {config.transport!r}")
     seen_ids: set[str] = set()
     seen_keys: set[str] = set()
     for index, app in enumerate(config.apps):
