@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,9 +28,10 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.config import load_config
 from tests.integration.wire import Api, Client, Frame, build_request, connect, inner, ws_url
+from tests.support.ports import free_port
 from tests.support.redis import RedisProcess, redis_answers_ping, start_redis
-from tests.support.relay import DEFAULT_APP, RelayProcess, http_status, start_relay
-from tests.support.timeouts import scaled
+from tests.support.relay import DEFAULT_APP, RelayProcess, http_status, to_toml
+from tests.support.timeouts import STARTUP_TIMEOUT, scaled
 
 APP_ID = str(DEFAULT_APP["id"])
 KEY = str(DEFAULT_APP["key"])
@@ -56,13 +58,18 @@ class FaultCluster:
     nodes: list[RelayProcess]
 
 
-def _start_node(redis: RedisProcess, workdir: Path) -> RelayProcess:
-    return start_relay(
-        None,
-        ["--redis-url", redis.url],
-        {"RELAY_REDIS_NODE_TIMEOUT": str(NODE_TIMEOUT)},
-        workdir=workdir,
-    )
+def _spawn_node(redis_url: str, workdir: Path) -> RelayProcess:
+    """A relay node on a free port, started but not waited for (so several start in parallel)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config_path = workdir / f"relay-{port}.toml"
+    config_path.write_text(to_toml({"apps": [dict(DEFAULT_APP)]}))
+    # As start_relay does: no inherited RELAY_*/REVERB_* setting may change what the test runs.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "REVERB_")) or k.startswith("RELAY_TEST_")
+    }
+    env.update(PYTHONUNBUFFERED="1", RELAY_REDIS_NODE_TIMEOUT=str(NODE_TIMEOUT))
+    return RelayProcess(port, config_path, ["--redis-url", redis_url], env, workdir / f"relay-{port}.log")
 
 
 @pytest.fixture
@@ -73,12 +80,23 @@ def fault_cluster(tmp_path: Path) -> Iterator[FaultCluster]:
     nodes: list[RelayProcess] = []
     try:
         for index in range(3):
-            nodes.append(_start_node(redis, tmp_path / f"node-{index}"))
+            nodes.append(_spawn_node(redis.url, tmp_path / f"node-{index}"))
+        for node in nodes:
+            node.wait_ready()
         yield FaultCluster(redis, nodes)
     finally:
         for node in reversed(nodes):
             node.stop()
         redis.stop()
+
+
+async def wait_up(node: RelayProcess) -> None:
+    """RelayProcess.wait_ready without blocking the event loop (a proxy on it must keep serving)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not await asyncio.to_thread(node.is_up):
+        assert node.running, f"{node.name} exited:\n{node.log_tail()}"
+        assert time.monotonic() < deadline, f"{node.name} not up:\n{node.log_tail()}"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -414,6 +432,9 @@ async def test_redis_outage_local_service_then_resync(fault_cluster: FaultCluste
             lambda: any(d["user_id"] == "u-late" for d in members[0].events("pusher_internal:member_added", room)),
             "member_added for u-late on the same node",
         )
+        # The HTTP API answers from what the node itself holds: its own members and subscriptions only.
+        assert await nodes.users(0, room) == {"u0", "u-late"}
+        assert await nodes.channels(1) == {traffic_channel: 1, room: 1}
         for node in fault_cluster.nodes:
             assert node.running, f"{node.name} died during the outage:\n{node.log_tail()}"
             assert await asyncio.to_thread(http_status, f"{node.http_url}/up") == 200
@@ -564,58 +585,138 @@ def _async(predicate: Callable[[], bool]) -> Callable[[], Any]:
 # 4. Presence changes made while Redis was away ------------------------------------------------
 
 
+class GatedProxy:
+    """A TCP proxy to Redis that the test can shut: one node reaches Redis only through it, so the test
+    decides when that node reconnects (the adapter's own backoff is random)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.open = True
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+
+    def cut(self) -> None:
+        """Refuse new connections and close the open ones."""
+        self.open = False
+        for writer in list(self._writers):
+            writer.close()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class NotAnnounced(AssertionError):
+    """The one failure the xfail below expects (any other error fails the test)."""
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="adapter bug: after Redis returns, members who joined or left a node during the outage are "
-    "written back to Redis (the users API is right) but never announced to the other nodes' members",
+    raises=NotAnnounced,
+    reason="adapter bug: a member who joins a node while Redis is away is written back to Redis when it "
+    "returns (the users API is right) but member_added reaches another node only if that node re-subscribed "
+    "before the queued publish was flushed; nothing re-announces it",
 )
-async def test_presence_changes_during_outage_announced_after_recovery(
-    fault_cluster: FaultCluster, http: aiohttp.ClientSession
+async def test_member_joined_during_outage_announced_after_recovery(
+    tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    """A client on node 1 must end up with the same member list as the users API: u-late joined node 0
-    and u-leaver left node 1 while Redis was down, so after recovery node 1's member gets
-    member_added(u-late) and node 0's member gets member_removed(u-leaver)."""
-    redis = fault_cluster.redis
-    nodes = Nodes(http, fault_cluster.nodes[:2])
+    """Node 1's member must end up with the member list the users API gives. u-late joins node 0 while
+    Redis is down; Redis comes back; node 0 reconnects first (node 1 is held off by a proxy, as a slower
+    backoff would), then node 1. Node 1's member must get member_added for u-late."""
+    redis = start_redis(tmp_path)
+    proxy = GatedProxy(redis.port)
+    await proxy.start()
+    processes: list[RelayProcess] = []
     room, probe = "presence-room", "probe-channel"
+    nodes: Nodes | None = None
     try:
+        for index, url in enumerate((redis.url, proxy.url, redis.url)):
+            processes.append(_spawn_node(url, tmp_path / f"node-{index}"))
+        for process in processes:
+            await wait_up(process)
+        nodes = Nodes(http, processes)
         member0 = await nodes.client(0, "member0")
         member1 = await nodes.client(1, "member1")
-        leaver = await nodes.client(1, "leaver")
+        witness = await nodes.client(2, "witness")
         await nodes.subscribe(member0, room, "u0")
         await nodes.subscribe(member1, room, "u1")
-        await nodes.subscribe(leaver, room, "u-leaver")
-        for sink in (member0, member1):
+        for sink in (member0, member1, witness):
             await nodes.subscribe(sink, probe)
+        await connected_everywhere(nodes, [(0, member0), (1, member1), (2, witness)], probe)
         await member0.wait(
-            lambda: any(d["user_id"] == "u-leaver" for d in member0.events("pusher_internal:member_added", room)),
-            "member_added for u-leaver",
+            lambda: any(d["user_id"] == "u1" for d in member0.events("pusher_internal:member_added", room)),
+            "member_added for u1 across nodes",
         )
 
+        proxy.cut()
         redis.kill()
         late = await nodes.client(0, "late")
         await nodes.subscribe(late, room, "u-late")
-        await leaver.close()
-        await member1.wait(
-            lambda: any(d["user_id"] == "u-leaver" for d in member1.events("pusher_internal:member_removed", room)),
-            "member_removed for u-leaver on its own node",
-        )
         await redis_back(redis)
-        await connected_everywhere(nodes, [(0, member0), (1, member1)], probe)
-        for index in range(2):
+        # Nodes 0 and 2 are back (node 0 has flushed what it queued); node 1 is still cut off.
+        only_direct = Nodes(http, [processes[0], processes[2]])
+        await connected_everywhere(only_direct, [(0, member0), (1, witness)], probe)
+        proxy.open = True
+        await connected_everywhere(nodes, [(0, member0), (1, member1), (2, witness)], probe)
+        for index in range(3):
             await eventually(
                 lambda i=index: _equal(nodes.users(i, room), {"u0", "u1", "u-late"}), f"node {index} lists members"
             )
 
-        await member1.wait(
-            lambda: any(d["user_id"] == "u-late" for d in member1.events("pusher_internal:member_added", room)),
-            "member_added for u-late, who joined node 0 during the outage",
-            timeout=REMOVAL_BOUND + MARGIN,
-        )
-        await member0.wait(
-            lambda: any(d["user_id"] == "u-leaver" for d in member0.events("pusher_internal:member_removed", room)),
-            "member_removed for u-leaver, who left node 1 during the outage",
-            timeout=REMOVAL_BOUND + MARGIN,
-        )
+        try:
+            await member1.wait(
+                lambda: any(d["user_id"] == "u-late" for d in member1.events("pusher_internal:member_added", room)),
+                "member_added for u-late, who joined node 0 during the outage",
+                timeout=REMOVAL_BOUND + MARGIN,
+            )
+        except AssertionError as error:
+            raise NotAnnounced(str(error)) from None
     finally:
-        await nodes.close()
+        if nodes is not None:
+            await nodes.close()
+        for process in reversed(processes):
+            process.stop()
+        await proxy.close()
+        redis.stop()
