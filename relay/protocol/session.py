@@ -91,7 +91,7 @@ class Session:
             return []
         self.last_inbound = now
         self._pinged_at = None
-        if len(raw) > self.settings.max_message_size:
+        if _size(raw, self.settings.max_message_size) > self.settings.max_message_size:
             return [_error(errors.CLIENT_EVENT_REJECTED, self._too_large())]
         try:
             message = messages.parse_message(raw)
@@ -281,6 +281,16 @@ class Session:
             self._pinged_at = now
             return [Send(messages.PING)]
         return []
+
+
+def _size(raw: bytes | str, limit: int) -> int:
+    """Bytes of UTF-8: the limit is in bytes, and a str of N characters can be up to 4N bytes.
+
+    Encodes only when the character count alone cannot decide (messages over a quarter of the limit).
+    """
+    if isinstance(raw, bytes) or len(raw) > limit or len(raw) * 4 <= limit:
+        return len(raw)
+    return len(raw.encode())
 
 
 def _error(code: int | None, message: str, channel: str = "") -> Send:

@@ -271,3 +271,15 @@ def test_required_signin_deadline_closes_4009() -> None:
     assert s.tick(4.9) == []
     actions = s.tick(5.0)
     assert isinstance(actions[-1], Close) and actions[-1].code == errors.CONNECTION_UNAUTHORIZED
+
+
+def test_message_size_limit_counts_utf8_bytes() -> None:
+    s = session(max_message_size=1000)
+    # 460 two-byte characters: 460 characters but over 900 bytes, plus the envelope, over 1000 bytes.
+    raw = orjson.dumps({"event": "pusher:subscribe", "data": {"channel": "news", "pad": "\u00e9" * 460}}).decode()
+    assert len(raw) < 1000 < len(raw.encode())
+    error = only_error(s.receive(raw, 1.0))
+    assert error["data"]["code"] == errors.CLIENT_EVENT_REJECTED
+    ascii_raw = orjson.dumps({"event": "pusher:subscribe", "data": {"channel": "news", "pad": "e" * 900}}).decode()
+    assert len(ascii_raw.encode()) <= 1000
+    assert isinstance(s.receive(ascii_raw, 2.0)[0], Join)
