@@ -275,8 +275,8 @@ def test_required_signin_deadline_closes_4009() -> None:
 
 def test_message_size_limit_counts_utf8_bytes() -> None:
     s = session(max_message_size=1000)
-    # 460 two-byte characters: 460 characters but over 900 bytes, plus the envelope, over 1000 bytes.
-    raw = orjson.dumps({"event": "pusher:subscribe", "data": {"channel": "news", "pad": "\u00e9" * 460}}).decode()
+    # 480 two-byte characters: under 1000 characters, but with the envelope over 1000 bytes.
+    raw = orjson.dumps({"event": "pusher:subscribe", "data": {"channel": "news", "pad": "\u00e9" * 480}}).decode()
     assert len(raw) < 1000 < len(raw.encode())
     error = only_error(s.receive(raw, 1.0))
     assert error["data"]["code"] == errors.CLIENT_EVENT_REJECTED
