@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from relay.adapters.base import CachedEvent
-from relay.adapters.resp import Arg, RedisReplyError, Reply, RespConnection, RespProtocolError
+from relay.adapters.redis_link import Arg, PipelinedLink, RedisUnavailable
 
 EVICTED: Final = -1  # scripts' answer when the caller's heartbeat expired
 RESTORE_BATCH: Final = 500  # records per script call when re-writing a node's state
+
+
+class UnexpectedReply(RedisUnavailable):
+    """A reply of the wrong shape: the link cannot be trusted any more."""
 
 
 class NodeEvicted(Exception):
@@ -90,19 +95,19 @@ class SweepResult:
 
 def _text(value: object) -> str:
     if not isinstance(value, bytes):
-        raise RespProtocolError(f"expected a string reply, got {value!r}")
+        raise UnexpectedReply(f"expected a string reply, got {value!r}")
     return value.decode()
 
 
 def _int(value: object) -> int:
     if not isinstance(value, int):
-        raise RespProtocolError(f"expected an integer reply, got {value!r}")
+        raise UnexpectedReply(f"expected an integer reply, got {value!r}")
     return value
 
 
 def _list(value: object) -> list[Any]:
     if not isinstance(value, list):
-        raise RespProtocolError(f"expected an array reply, got {value!r}")
+        raise UnexpectedReply(f"expected an array reply, got {value!r}")
     return value
 
 
@@ -113,13 +118,13 @@ def _flags(reply: object) -> list[int]:
 
 
 class RedisClusterState:
-    """ClusterState for one owner (a node incarnation) over one pipelined connection.
+    """ClusterState for one owner (a node incarnation) over one pipelined link (redis_link.py).
 
     Calls issued in order are executed by Redis in that order, because they share the link:
     the adapter relies on this to re-write state and let new calls follow it without waiting.
     """
 
-    def __init__(self, link: RespConnection, prefix: str, owner: str, scripts: dict[str, LuaScript]) -> None:
+    def __init__(self, link: PipelinedLink, prefix: str, owner: str, scripts: dict[str, LuaScript]) -> None:
         self.link = link
         self.prefix = prefix
         self.owner = owner
@@ -127,7 +132,7 @@ class RedisClusterState:
 
     # Plumbing --------------------------------------------------------------------------------
 
-    def _send(self, name: str, *args: Arg) -> asyncio.Future[Reply]:
+    def _send(self, name: str, *args: Arg) -> asyncio.Future[Any]:
         """Write EVALSHA now (so it keeps its place in the link's order); the future gets the reply."""
         return self.link.request_nowait(b"EVALSHA", self._scripts[name].sha, 0, self.prefix, *args)
 
@@ -135,9 +140,7 @@ class RedisClusterState:
         script = self._scripts[name]
         try:
             return await self.link.request(b"EVALSHA", script.sha, 0, self.prefix, *args)
-        except RedisReplyError as error:
-            if not str(error).startswith("NOSCRIPT"):
-                raise
+        except NoScriptError:
             # Redis restarted or flushed its script cache after start_session() loaded them.
             return await self.link.request(b"EVAL", script.source, 0, self.prefix, *args)
 
@@ -159,7 +162,7 @@ class RedisClusterState:
         Redis after the state is complete. Await the result to learn whether it all succeeded.
         """
         link = self.link
-        replies: list[asyncio.Future[Reply]] = [
+        replies: list[asyncio.Future[Any]] = [
             link.request_nowait(b"SCRIPT", b"LOAD", script.source) for script in self._scripts.values()
         ]
         replies.append(self._send("register", self.owner, int(ttl * 1000)))
@@ -185,7 +188,7 @@ class RedisClusterState:
         return self._check_all(replies)
 
     @staticmethod
-    async def _check_all(replies: list[asyncio.Future[Reply]]) -> None:
+    async def _check_all(replies: list[asyncio.Future[Any]]) -> None:
         try:
             for reply in replies:
                 if await reply == EVICTED:
@@ -269,10 +272,10 @@ class RedisClusterState:
             return None
         decoded = orjson.loads(_text(value))
         if not (isinstance(decoded, list) and len(decoded) == 3):
-            raise RespProtocolError(f"malformed cache entry for channel {channel}")
+            raise UnexpectedReply(f"malformed cache entry for channel {channel}")
         event, data, expires_at = decoded
         if not (isinstance(event, str) and isinstance(data, str) and isinstance(expires_at, int | float)):
-            raise RespProtocolError(f"malformed cache entry for channel {channel}")
+            raise UnexpectedReply(f"malformed cache entry for channel {channel}")
         return CachedEvent(event, data, float(expires_at))
 
 

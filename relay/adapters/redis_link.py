@@ -1,0 +1,232 @@
+"""Links to Redis for the Redis adapter, on redis-py's asyncio client (hiredis parses the replies).
+
+Each link is one redis-py client with a pool of exactly one connection, opened per session:
+
+- `PipelinedLink`: every command issued during one event-loop iteration goes out as one redis-py
+  pipeline (transaction=False) on that connection, and the replies are dispatched to the callers'
+  futures. Pipelines run one after another, so Redis executes commands in the order they were issued
+  (the cluster state relies on it). Batching is what keeps redis-py fast enough here: one round trip
+  and one `execute()` per loop iteration instead of one per command.
+- `open_pubsub`: a redis-py PubSub on its own connection; the adapter reads it with `get_message`.
+
+Outage handling stays the adapter's: redis-py's retries are off, and a connection that breaks is never
+re-opened behind the adapter's back (no silent reconnect, no automatic re-subscription). The link
+reports the loss and the adapter opens a new session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+logger = logging.getLogger(__name__)
+
+Arg: TypeAlias = bytes | str | int | float
+Command: TypeAlias = tuple[Arg, ...]
+
+RedisReplyError: TypeAlias = ResponseError  # Redis answered a command with an error reply
+
+MAX_BATCH: Final = 10_000  # commands per pipeline; the rest go in the next one
+
+
+class RedisUnavailable(ConnectionError):
+    """The link is closed, could not be opened, or Redis did not answer in time."""
+
+
+def describe(url: str) -> str:
+    """host:port or the socket path, for logs (never the password)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError when redis-py cannot use `url`."""
+    parse_url(url)
+
+
+def _connect_once(name: str) -> Callable[[AbstractConnection], Awaitable[None]]:
+    """redis-py's handshake the first time; refuse afterwards, so a lost link stays lost."""
+    connected = False
+
+    async def connect(connection: AbstractConnection) -> None:
+        nonlocal connected
+        if connected:
+            raise RedisConnectionError(f"{name} link to Redis was lost; the adapter opens a new session")
+        await connection.on_connect()
+        connected = True
+
+    return connect
+
+
+def open_client(url: str, name: str, timeout: float) -> Redis:
+    """A client on one dedicated connection (not yet opened), with retries and reconnection off."""
+    return Redis.from_url(
+        url,
+        max_connections=1,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_error=[],
+        socket_connect_timeout=timeout,
+        socket_timeout=None,  # PipelinedLink times whole pipelines; the pub/sub link waits forever
+        socket_keepalive=True,
+        health_check_interval=0,
+        client_name=name,
+        protocol=2,
+        redis_connect_func=_connect_once(name),
+    )
+
+
+class PipelinedLink:
+    """One connection; commands issued in one loop iteration go out as one pipeline, in order.
+
+    `request_nowait` returns a future for the reply (ResponseError for an error reply,
+    RedisUnavailable when the link breaks). When the link breaks, every waiting request fails
+    and `on_lost` is called once.
+    """
+
+    def __init__(self, client: Redis, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout  # per pipeline: Redis stuck or gone past this
+        self.on_lost: Callable[[BaseException], None] | None = None
+        self.batches = 0  # pipelines executed, for tests and benchmarks
+        self._client = client
+        self._queue: list[tuple[Command, asyncio.Future[Any] | None]] = []
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, name: str, timeout: float) -> PipelinedLink:
+        """Connect and handshake (AUTH, SELECT, CLIENT SETNAME); RedisUnavailable on failure."""
+        client = open_client(url, name, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                await client.execute_command(b"PING")  # type: ignore[no-untyped-call]
+        except (RedisError, OSError, TimeoutError) as error:
+            await client.aclose()
+            raise RedisUnavailable(f"cannot open {name} link to Redis at {describe(url)}: {error!r}") from error
+        link = cls(client, name, timeout)
+        link._runner = asyncio.create_task(link._run(), name=f"redis-link-{name}")
+        return link
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed
+
+    def request_nowait(self, *args: Arg) -> asyncio.Future[Any]:
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            waiter.set_exception(RedisUnavailable(f"{self.name} link to Redis is closed"))
+            return waiter
+        self._queue.append((args, waiter))
+        self._wake.set()
+        return waiter
+
+    async def request(self, *args: Arg) -> Any:
+        """Send a command and await its reply (the connection's read timeout bounds the wait)."""
+        return await self.request_nowait(*args)
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Run `commands` as one pipeline now, outside the queue; replies or ResponseErrors, in order.
+
+        For a caller that batches by itself (the publisher). Raises RedisUnavailable when the link breaks.
+        """
+        if self._closed:
+            raise RedisUnavailable(f"{self.name} link to Redis is closed")
+        try:
+            return await self._pipeline(commands)
+        except (RedisError, OSError, TimeoutError) as error:
+            lost = RedisUnavailable(f"{self.name} link to Redis failed: {error!r}")
+            self._lose(lost)
+            raise lost from error
+
+    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        self.batches += 1
+        # One timeout per pipeline, not redis-py's per read (socket_timeout): it costs per reply.
+        async with asyncio.timeout(self.timeout):
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def _run(self) -> None:
+        """Send what was queued during the last loop iteration as one pipeline; repeat."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                try:
+                    replies = await self._pipeline([args for args, _ in batch])
+                except asyncio.CancelledError:
+                    self._fail(batch, RedisUnavailable(f"{self.name} link to Redis closed"))
+                    raise
+                except (RedisError, OSError, TimeoutError) as error:
+                    lost = RedisUnavailable(f"{self.name} link to Redis failed: {error!r}")
+                    self._fail(batch, lost)
+                    self._lose(lost)
+                    return
+                for (_, waiter), reply in zip(batch, replies, strict=True):
+                    if waiter is None or waiter.done():
+                        continue
+                    if isinstance(reply, ResponseError):
+                        waiter.set_exception(reply)
+                    else:
+                        waiter.set_result(reply)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Command, asyncio.Future[Any] | None]], error: BaseException) -> None:
+        for _, waiter in batch:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+
+    def _lose(self, error: BaseException) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        queued, self._queue = self._queue, []
+        self._fail(queued, error)
+        callback, self.on_lost = self.on_lost, None
+        if callback is not None:
+            callback(error)
+
+    async def close(self) -> None:
+        """Stop sending, fail what is still waiting, close the connection. on_lost is not called."""
+        self.on_lost = None
+        self._lose(RedisUnavailable(f"{self.name} link to Redis closed"))
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        await self._client.aclose()
+
+
+async def open_pubsub(url: str, name: str, timeout: float, first_channel: bytes) -> tuple[Redis, PubSub]:
+    """A PubSub on its own connection, subscribed to `first_channel`; RedisUnavailable on failure.
+
+    No read timeout: the adapter's PING on this link notices a silent Redis.
+    """
+    client = open_client(url, name, timeout)
+    pubsub = client.pubsub()
+    try:
+        async with asyncio.timeout(timeout):
+            await pubsub.subscribe(first_channel)
+    except (RedisError, OSError, TimeoutError) as error:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+        raise RedisUnavailable(f"cannot open {name} link to Redis at {describe(url)}: {error!r}") from error
+    return client, pubsub
