@@ -177,7 +177,8 @@ class RedisAdapter:
 
         self._control = f"{self._prefix}:control".encode()
         self._desired: set[bytes] = {self._control}
-        self._active: set[bytes] = set()
+        self._active: set[bytes] = set()  # asked of Redis in this session
+        self._confirmed: set[bytes] = set()  # confirmed by Redis in this session
         self._changes: dict[bytes, bool] = {}
         self._subscriptions_scheduled = False
         self._barrier_seq = 0
@@ -317,6 +318,7 @@ class RedisAdapter:
         self._share.forget_cache()
         self._last_pong = asyncio.get_running_loop().time()
         self._active = {self._control}
+        self._confirmed = {self._control}
         self._changes = dict.fromkeys(self._desired, True)
         session.tasks += [
             asyncio.create_task(self._read_pubsub(session), name=f"{name}-pubsub-reader"),
@@ -406,6 +408,7 @@ class RedisAdapter:
         self._up.clear()
         self._down.set()
         self._active.clear()
+        self._confirmed.clear()
         self._fail_barriers(RedisUnavailable("link to Redis lost"))
         self._broken.clear()
         self._session_error = None
@@ -565,8 +568,13 @@ class RedisAdapter:
                     self._on_message(reply[1], reply[2])
                     continue
                 message = await pubsub.handle_message(reply)
-                if message is not None and message["type"] == "pong":
+                kind = None if message is None else message["type"]
+                if kind == "pong":
                     self._on_pong(message["data"])
+                elif kind == "subscribe":
+                    self._confirmed.add(message["channel"])
+                elif kind == "unsubscribe":
+                    self._confirmed.discard(message["channel"])
         except (RedisError, RedisUnavailable, OSError, TimeoutError) as error:
             self._lose_if_current(session, RedisUnavailable(f"pub/sub link to Redis failed: {error!r}"))
         except Exception as error:
@@ -659,7 +667,22 @@ class RedisAdapter:
 
     async def add_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
         local = self._share.add_subscription(app_id, channel, socket_id)
-        return await self._ask(lambda c: c.add_subscription(app_id, channel, socket_id), lambda: local)
+        answer = self._ask(lambda c: c.add_subscription(app_id, channel, socket_id), lambda: local)
+        name = self._channel_name(app_id, channel)
+        if self._session is None or name not in self._desired or name in self._confirmed:
+            return await answer
+        # The channel is new on this node: answer only once Redis confirmed the SUBSCRIBE too (the
+        # two run side by side), so a client told it is subscribed gets every event published after.
+        first, _ = await asyncio.gather(answer, self._subscribed())
+        return first
+
+    async def _subscribed(self) -> None:
+        """Wait (bounded) until Redis confirmed every SUBSCRIBE asked so far; an outage ends the wait."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._barrier()
+        except (RedisUnavailable, TimeoutError):
+            pass
 
     async def remove_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
         local = self._share.remove_subscription(app_id, channel, socket_id)

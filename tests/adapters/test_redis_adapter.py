@@ -1,0 +1,191 @@
+"""What only the Redis adapter can show: selective delivery, batching, dead nodes, Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+from redis.asyncio import Redis
+
+from relay.adapters.base import Envelope, EnvelopeKind
+from relay.adapters.redis import RedisAdapter
+from tests.adapters.conftest import APP, TEST_NODE_TIMEOUT, NodeFactory, RecordingListener, TestNode, redis_config
+from tests.support import TIMEOUT, RedisProcess, scaled
+
+
+def event(channel: str, n: int) -> Envelope:
+    return Envelope(
+        EnvelopeKind.EVENT, APP, channel, b'{"event":"e","channel":"%s","data":"%d"}' % (channel.encode(), n)
+    )
+
+
+def redis_of(node: TestNode) -> RedisAdapter:
+    assert isinstance(node.adapter, RedisAdapter)
+    return node.adapter
+
+
+async def wait_until(condition: object, what: str, timeout: float = TIMEOUT) -> None:
+    """Poll a condition of the adapter's own state (connected, counters), which has no event to await."""
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.1f}s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_node_receives_only_channels_its_clients_hold(make_redis_node: NodeFactory) -> None:
+    a, b = await make_redis_node("a"), await make_redis_node("b")
+    await b.subscribe("wanted", "b1")
+    await b.settle()
+    a.adapter.publish(event("unwanted", 1))  # nobody on b holds it: b must not even receive it
+    a.adapter.publish(event("wanted", 1))
+    await b.listener.wait_for(lambda: bool(b.listener.frames("wanted")), "the wanted event")
+    assert b.listener.frames("unwanted") == []
+    assert redis_of(b).received == 1
+
+    await b.unsubscribe("wanted", "b1")
+    await b.settle()
+    a.adapter.publish(event("wanted", 2))
+    await b.subscribe("marker", "b2")
+    await b.settle()
+    a.adapter.publish(event("marker", 1))  # same publisher link, so it arrives after wanted/2 would have
+    await b.listener.wait_for(lambda: bool(b.listener.frames("marker")), "the marker event")
+    assert b.listener.frames("wanted") == [event("wanted", 1).frame]
+    assert redis_of(b).received == 2
+
+
+async def test_one_publish_per_event_whatever_the_subscribers(
+    make_redis_node: NodeFactory, redis_process: RedisProcess
+) -> None:
+    a, b = await make_redis_node("a"), await make_redis_node("b")
+    for i in range(20):
+        await b.subscribe("crowd", f"b{i}")
+    await b.settle()
+    before = await publish_calls(redis_process)
+    a.adapter.publish(event("crowd", 1))
+    await b.listener.wait_for(lambda: bool(b.listener.frames("crowd")), "the crowd event")
+    assert await publish_calls(redis_process) - before == 1  # as Redis counts them
+    assert b.listener.frames("crowd") == [event("crowd", 1).frame]  # one envelope; the node fans out
+
+
+async def publish_calls(redis_process: RedisProcess) -> int:
+    client = Redis.from_url(redis_process.url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+async def test_calls_of_one_loop_iteration_share_one_pipeline(make_redis_node: NodeFactory) -> None:
+    node = await make_redis_node("a")
+    cluster = redis_of(node)._session
+    assert cluster is not None
+    link = cluster.cluster.link
+    before = link.batches
+    answers = await asyncio.gather(*(node.adapter.add_subscription(APP, "busy", f"s{i}") for i in range(200)))
+    assert answers == [True] + [False] * 199  # in issue order: the first one occupied the channel
+    assert link.batches - before <= 2
+    assert await node.adapter.subscription_count(APP, "busy") == 200
+
+
+async def test_dead_node_members_are_removed_within_node_timeout(make_redis_node: NodeFactory) -> None:
+    alive, doomed = await make_redis_node("alive"), await make_redis_node("doomed")
+    await alive.subscribe("presence-room", "a1", "alice", {"n": 1})
+    await doomed.subscribe("presence-room", "d1", "dave", {"n": 2})
+    await doomed.subscribe("presence-room", "d2", "alice", {"n": 1})  # alice also stays through a1
+    await doomed.subscribe("only-doomed", "d3")
+    assert await alive.adapter.member_count(APP, "presence-room") == 2
+
+    started = time.monotonic()
+    await doomed.adapter.close(graceful=False)  # no cleanup: its heartbeat just stops, as on SIGKILL
+    await alive.listener.wait_for(
+        lambda: (
+            alive.listener.members_lost == [(APP, "presence-room", "dave")]
+            and alive.listener.channels_lost == [(APP, "only-doomed")]
+        ),
+        "dave and only-doomed reported lost",
+        timeout=scaled(TEST_NODE_TIMEOUT * 3 + 5),
+    )
+    # Heartbeat TTL plus one sweep interval, with some slack for a loaded machine.
+    assert time.monotonic() - started < scaled(TEST_NODE_TIMEOUT * 2 + 2)
+    assert await alive.adapter.members(APP, "presence-room") == {"alice": {"n": 1}}
+    assert await alive.adapter.subscription_count(APP, "presence-room") == 1
+    assert await alive.adapter.channels(APP) == {"presence-room": 1}
+
+
+async def test_graceful_close_removes_the_node_share_at_once(make_redis_node: NodeFactory) -> None:
+    stays, leaves = await make_redis_node("stays"), await make_redis_node("leaves")
+    await leaves.subscribe("presence-room", "l1", "lea", None)
+    await leaves.adapter.close()
+    # Reported on the closing node itself, so member_removed still goes out from there.
+    assert leaves.listener.members_lost == [(APP, "presence-room", "lea")]
+    assert await stays.adapter.members(APP, "presence-room") == {}
+    assert await stays.adapter.channels(APP) == {}
+
+
+async def test_redis_restart_resyncs_state_and_delivers_exactly_once(
+    make_redis_node: NodeFactory, redis_process: RedisProcess
+) -> None:
+    a, b = await make_redis_node("a"), await make_redis_node("b")
+    await a.subscribe("presence-room", "a1", "alice", {"name": "Alice"})
+    await b.subscribe("presence-room", "b1", "bob", {"name": "Bob"})
+    await b.subscribe("news", "b2")
+    await b.settle()
+
+    redis_process.kill()
+    await asyncio.gather(redis_of(a).wait_connected(False), redis_of(b).wait_connected(False))
+    # Meanwhile each node keeps serving its own clients from its share.
+    assert await a.adapter.members(APP, "presence-room") == {"alice": {"name": "Alice"}}
+    await b.subscribe("news", "b3")  # a client joining during the outage is written back later
+    b.adapter.publish(event("news", -1))  # delivered locally at once, never twice
+    assert b.listener.frames("news") == [event("news", -1).frame]
+
+    redis_process.restart()
+    await asyncio.gather(redis_of(a).wait_connected(), redis_of(b).wait_connected())
+    await asyncio.gather(a.settle(), b.settle())
+    assert redis_of(a).outages == 1 and redis_of(b).outages == 1
+    for node in (a, b):
+        # Both nodes wrote their share back into an empty Redis (join order is the write-back order).
+        assert await node.adapter.members(APP, "presence-room") == {"alice": {"name": "Alice"}, "bob": {"name": "Bob"}}
+        assert await node.adapter.subscription_count(APP, "news") == 2
+        assert await node.adapter.channels(APP) == {"presence-room": 2, "news": 2}
+
+    for n in range(100):
+        a.adapter.publish(event("news", n))
+    await b.listener.wait_for(lambda: len(b.listener.frames("news")) >= 101, "100 events after recovery")
+    a.adapter.publish(event("news", 999))
+    await b.listener.wait_for(lambda: event("news", 999).frame in b.listener.frames("news"), "the last event")
+    assert b.listener.frames("news") == [event("news", n).frame for n in (-1, *range(100), 999)]
+
+
+async def test_start_without_redis_then_connect_when_it_comes(redis_process: RedisProcess) -> None:
+    redis_process.stop()
+    adapter = RedisAdapter(redis_config(redis_process), node_id="early")
+    node = TestNode(adapter, RecordingListener("early"))
+    await adapter.start(node.listener)
+    try:
+        assert not adapter.connected
+        assert await node.subscribe("presence-room", "e1", "eve", None) == (True, True)  # from the share
+        redis_process.restart()
+        await asyncio.wait_for(adapter.wait_connected(), TIMEOUT)
+        assert await adapter.members(APP, "presence-room") == {"eve": None}
+        assert await adapter.subscription_count(APP, "presence-room") == 1
+    finally:
+        await adapter.close()
+
+
+def test_in_memory_default_does_not_import_redis() -> None:
+    code = (
+        "import sys\n"
+        "from relay.app import create_app\n"
+        "from relay.config import load_config\n"
+        "create_app(load_config(env={}))\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'hiredis'))\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
