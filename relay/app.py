@@ -41,8 +41,12 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     apps = AppDirectory(config.apps)
     metrics = Metrics()
     webhooks = create_dispatcher(config, apps, metrics)
-    node = Node(apps, adapter or make_adapter(config), metrics, webhooks=webhooks)
+    adapter = adapter or make_adapter(config)
+    node = Node(apps, adapter, metrics, webhooks=webhooks)
     metrics.gauges["connections"] = lambda: len(node.connections)
+    adapter_gauges = getattr(adapter, "gauges", None)  # the Redis adapter's outage and queue figures
+    if callable(adapter_gauges):
+        metrics.gauges.update(adapter_gauges())
 
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_request_size)
     app[NODE_KEY] = node

@@ -186,6 +186,19 @@ class RedisAdapter:
         self._last_pong = 0.0
         self._last_reply_error_log = 0.0
 
+    def gauges(self) -> dict[str, Callable[[], float]]:
+        """What /metrics shows of this adapter (relay_redis_*): outages are logged and counted here."""
+        return {
+            "redis_connected": lambda: float(self.connected),
+            "redis_outages": lambda: self.outages,
+            "redis_evictions": lambda: self.evictions,
+            "redis_publishes_dropped": lambda: self.dropped_publishes,
+            "redis_publishes_sent": lambda: self.published,
+            "redis_envelopes_received": lambda: self.received,
+            "redis_reply_errors": lambda: self.reply_errors,
+            "redis_publish_queue": lambda: len(self._outbox),
+        }
+
     # Life cycle ------------------------------------------------------------------------------
 
     @property

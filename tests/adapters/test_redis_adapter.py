@@ -6,11 +6,14 @@ import asyncio
 import subprocess
 import sys
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
 from relay.adapters.base import Envelope, EnvelopeKind
 from relay.adapters.redis import RedisAdapter
+from relay.app import create_app
+from relay.config import load_config
 from tests.adapters.conftest import APP, TEST_NODE_TIMEOUT, NodeFactory, RecordingListener, TestNode, redis_config
 from tests.support import TIMEOUT, RedisProcess, scaled
 
@@ -148,6 +151,7 @@ async def test_redis_restart_resyncs_state_and_delivers_exactly_once(
     await asyncio.gather(redis_of(a).wait_connected(), redis_of(b).wait_connected())
     await asyncio.gather(a.settle(), b.settle())
     assert redis_of(a).outages == 1 and redis_of(b).outages == 1
+    assert redis_of(a).gauges()["redis_outages"]() == 1  # what /metrics shows
     for node in (a, b):
         # Both nodes wrote their share back into an empty Redis (join order is the write-back order).
         assert await node.adapter.members(APP, "presence-room") == {"alice": {"name": "Alice"}, "bob": {"name": "Bob"}}
@@ -189,3 +193,13 @@ def test_in_memory_default_does_not_import_redis() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
+
+
+async def test_metrics_show_the_redis_adapter(aiohttp_client: Any, redis_process: RedisProcess) -> None:
+    app = create_app(load_config(env={"RELAY_REDIS_URL": redis_process.url}))
+    client = await aiohttp_client(app)
+    response = await client.get("/metrics")
+    text = await response.text()
+    assert "relay_redis_connected 1.0" in text
+    assert "relay_redis_outages 0" in text
+    assert "relay_redis_publishes_dropped 0" in text
