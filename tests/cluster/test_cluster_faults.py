@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -807,3 +808,86 @@ async def test_partitioned_node_members_announced_again_when_it_returns(
             process.stop()
         await proxy.close()
         redis.stop()
+
+
+# 5. Redis hangs (SIGSTOP) instead of dying -----------------------------------------------------
+
+
+async def test_redis_hang_no_stuck_node(fault_cluster: FaultCluster, http: aiohttp.ClientSession) -> None:
+    """Redis stops answering (SIGSTOP) for longer than the node timeout, its sockets still open: nodes
+    must notice by themselves, keep serving local clients without waiting forever on Redis, and
+    recover when it resumes (with the keys it held, minus the heartbeats that expired meanwhile)."""
+    redis = fault_cluster.redis
+    nodes = Nodes(http, fault_cluster.nodes)
+    channel, room = "hang", "presence-room"
+    try:
+        subscribers = [(index, await nodes.client(index, f"sub{index}")) for index in range(3)]
+        for index, sink in subscribers:
+            await nodes.subscribe(sink, channel)
+            await nodes.subscribe(sink, room, f"u{index}")
+        await connected_everywhere(nodes, subscribers, channel)
+        marks = [len(sink.frames) for _, sink in subscribers]
+
+        os.kill(redis.pid, signal.SIGSTOP)
+        try:
+            hung_at = time.monotonic()
+            # Published without waiting on Redis: the node's own subscriber has it at once.
+            for index, sink in subscribers:
+                assert await nodes.trigger(index, channel, "local", {"from": index}) == 200
+                await sink.wait(
+                    lambda s=sink, i=index: any(d["from"] == i for d in s.events("local", channel)),
+                    "an event triggered on its own node while Redis hangs",
+                    timeout=scaled(2.0),
+                )
+            # A new connection and subscription need cluster state: they wait for Redis at most one
+            # request timeout, then the node answers from its own state.
+            started = time.monotonic()
+            fresh = await nodes.client(0, "fresh")
+            await nodes.subscribe(fresh, "fresh-channel")
+            joined_in = time.monotonic() - started
+            assert await nodes.trigger(0, "fresh-channel", "hello", {"n": 1}) == 200
+            await fresh.wait(
+                lambda: fresh.events("hello", "fresh-channel") == [{"n": 1}], "event on a new subscription"
+            )
+            for node in fault_cluster.nodes:
+                assert await asyncio.to_thread(http_status, f"{node.http_url}/up") == 200
+            # Longer than the node timeout, so the nodes must have given up on the hung links.
+            await asyncio.sleep(max(0.0, hung_at + NODE_TIMEOUT + 1.0 - time.monotonic()))
+            for node in fault_cluster.nodes:
+                assert node.running, node.log_tail()
+        finally:
+            os.kill(redis.pid, signal.SIGCONT)
+        resumed_at = time.monotonic()
+
+        await connected_everywhere(nodes, subscribers, channel)
+        print(
+            f"\nmeasured: connect+subscribe took {joined_in:.2f}s while Redis hung; cross-node delivery "
+            f"back {time.monotonic() - resumed_at:.2f}s after SIGCONT"
+        )
+        expected_channels = {channel: 3, room: 3, "fresh-channel": 1}
+        for index in range(3):
+            await eventually(lambda i=index: _equal(nodes.channels(i), expected_channels), f"node {index} channels")
+            await eventually(lambda i=index: _equal(nodes.users(i, room), {"u0", "u1", "u2"}), f"node {index} users")
+
+        count = 30
+
+        async def publish_sequence(origin: int) -> None:
+            for n in range(count):
+                assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
+
+        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
+        for _, sink in subscribers:
+            await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= 3 * count, "the whole sequence")
+        await connected_everywhere(nodes, subscribers, channel)
+        for _, sink in subscribers:
+            received = sink.events("seq", channel)
+            for origin in range(3):
+                got = [d["n"] for d in received if d["from"] == origin]
+                assert got == list(range(count)), f"{sink.name} from node {origin}: {got}"
+        for (index, sink), mark in zip(subscribers, marks, strict=True):
+            removed = [
+                inner(f)["user_id"] for f in sink.frames[mark:] if f.get("event") == "pusher_internal:member_removed"
+            ]
+            print(f"measured: sub{index} (still connected everywhere) got member_removed for {removed}")
+    finally:
+        await nodes.close()
