@@ -6,12 +6,14 @@ The fixtures have the names and shapes of tests/integration's (`relay_server`, `
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiohttp
 import pytest
+import uvloop
 from aiohttp import web
 
 from relay.app import NODE_KEY, create_app
@@ -62,6 +64,11 @@ class RelayServer:
 
 class RelayServerFactory(Protocol):
     async def __call__(self, *apps: AppConfig, **settings: Any) -> RelayServer: ...
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Both loops: `relay serve` runs on uvloop, whose transports differ from asyncio's (set_protocol, types)."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(params=TRANSPORTS)
