@@ -205,3 +205,52 @@ def test_sdk_accepts_relay_webhook_signature() -> None:
 
 def test_hmac_hex_matches_sdk_sign() -> None:
     assert signing.hmac_hex(SECRET, "any string ✓") == pusher.signature.sign(SECRET, "any string ✓")
+
+
+NODE_AUTH = [("auth_key", KEY), ("auth_timestamp", "1700000000"), ("auth_version", "1.0")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "md5", "signature"),
+    [
+        (
+            "POST",
+            "/apps/3/events",
+            b'{"name":"my-event","data":"{\\"hello\\":\\"world\\"}","channels":["my-channel","other-channel"],'
+            b'"socket_id":"123.456","info":"subscription_count"}',
+            "aa6165250d8435d7c189c9283dcce1be",
+            "2626a6a8be53d2da923188c99c4523f79189f916320a08285f0b7d76fd2f6653",
+        ),
+        (
+            "POST",
+            "/apps/3/batch_events",
+            b'{"batch":[{"channel":"my-channel","name":"e1","data":"{\\"a\\":1}"},'
+            b'{"channel":"presence-room","name":"e2","data":"plain","info":"user_count"}]}',
+            "17da57e4c2043cb13d869a6a69c0bdb6",
+            "be4c1031d42cb3c0a940e2f069cd786860983135e6f1504f7dd0e577df06579a",
+        ),
+        (
+            "GET",
+            "/apps/3/channels/presence-room/users",
+            b"",
+            None,
+            "57993b520f77018d5c04e3873f82d31f7a8cf5dacd07389686fdeee97e96875c",
+        ),
+        (
+            "POST",
+            "/apps/3/users/42/terminate_connections",
+            b"{}",
+            "99914b932bd37a50b983c5e7c90ae93b",
+            "1aaa870f66697b14779b4f5d36bbea0e4d9f2190a17bd7b16fc46b6bd373690e",
+        ),
+    ],
+    ids=["events", "batch", "users", "terminate"],
+)
+def test_node_sdk_wire_requests(method: str, path: str, body: bytes, md5: str | None, signature: str) -> None:
+    """PROTOCOL.md §6.2's verified node-SDK requests (timestamp frozen at 1700000000)."""
+    params = list(NODE_AUTH)
+    if md5 is not None:
+        assert signing.body_md5(body) == md5
+        params.append(("body_md5", md5))
+    assert signing.verify_request_signature(SECRET, method, path, params, signature)
+    assert not signing.verify_request_signature(SECRET, method, path + "x", params, signature)
