@@ -17,7 +17,7 @@ import pytest
 
 from relay.config import AppConfig
 from tests.integration.conftest import APP, RelayServer, RelayServerFactory
-from tests.integration.wire import Api, ApiResponse, Client, build_request, resign
+from tests.integration.wire import Api, ApiResponse, Client, build_request, open_socket, resign
 
 EVENTS = f"/apps/{APP.id}/events"
 BATCH = f"/apps/{APP.id}/batch_events"
@@ -494,3 +494,8 @@ async def test_readiness_turns_false_during_shutdown(server: RelayServer, api: A
     response = await api.raw("GET", "/ready")
     assert (response.status, response.body) == (503, {"ready": False})
     assert (await api.raw("GET", "/up")).status == 200
+    # New clients are turned away with 4100 (pusher-js retries after 1 s, to another node).
+    late = await open_socket(server.ws_url())
+    frame = await late.expect("pusher:error")
+    assert frame["data"]["code"] == 4100
+    assert (await late.closed())[0] == 4100
