@@ -30,6 +30,7 @@ from relay.protocol.actions import (
     SignedIn,
 )
 from relay.protocol.channels import (
+    MAX_EVENT_NAME_LENGTH,
     ChannelKind,
     channel_name_problem,
     channel_type,
@@ -202,6 +203,10 @@ class Session:
         channel = message.channel
         if not self.settings.enable_client_events:
             return [_error(errors.CLIENT_EVENT_REJECTED, "The app does not have client events enabled", channel)]
+        if len(message.event) > MAX_EVENT_NAME_LENGTH:
+            # The same name limit as the HTTP API (§4); receivers and webhooks would get it otherwise.
+            why = f"Event name is longer than {MAX_EVENT_NAME_LENGTH} characters"
+            return [_error(errors.CLIENT_EVENT_REJECTED, why, channel)]
         if channel not in self.channels:
             return [_error(errors.CONNECTION_UNAUTHORIZED, "The client is not subscribed to the channel", channel)]
         kind = channel_type(channel)
