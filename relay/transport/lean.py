@@ -66,12 +66,12 @@ class LeanServer:
         self.loop = loop
         self.outbox = Outbox(loop)
         # Opens, subscribes and disconnects in flight; kept so they are not collected and can be awaited.
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     def __call__(self) -> HeadReader:
         return HeadReader(self)
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def spawn(self, coroutine: Coroutine[Any, Any, object]) -> asyncio.Task[Any]:
         task = self.loop.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -145,25 +145,27 @@ class HeadReader(asyncio.Protocol):
             return
         self._stop_timer()
         self._buffer = b""
-        transport.write(switching_protocols(upgrade.accept))
         server = self._server
         node = server.node
         app = server.apps.by_key(upgrade.key)
+        accepted = switching_protocols(upgrade.accept)
         if not node.accepting:
             # 4100, not 4200: a 4200-range first frame makes pusher-js reconnect in a tight loop.
-            _refuse(transport, errors.OVER_CAPACITY, "Server is shutting down")
+            _refuse(transport, accepted, errors.OVER_CAPACITY, "Server is shutting down")
             return
         refused = refusal(app, upgrade.key, upgrade.protocol, upgrade.origin)
         if refused is not None or app is None:
             assert refused is not None
             node.metrics.connections_refused += 1
-            _refuse(transport, *refused)
+            _refuse(transport, accepted, *refused)
             return
         socket_id = new_socket_id()
         session = node.new_session(socket_id, app, server.loop.time())
         connection = LeanConnection(server, socket_id, app, session, transport)
         transport.set_protocol(connection)
+        # The open is scheduled before the 101 is queued, so connection_established usually shares its write.
         connection.start(node.open(connection))
+        connection.send_wire(accepted)
         rest = buffer[head_end + 4 :]
         if rest and not connection.closed:
             connection.data_received(rest)
@@ -187,8 +189,10 @@ class HeadReader(asyncio.Protocol):
         return None  # close: a request head cut short gets no answer
 
 
-def _refuse(transport: asyncio.Transport, code: int, message: str) -> None:
-    transport.write(wsframe.text_frame(errors.encode_error(code, message)) + wsframe.close_frame(code, message))
+def _refuse(transport: asyncio.Transport, accepted: bytes, code: int, message: str) -> None:
+    """The 101, the pusher:error and the close frame, in one write."""
+    error = wsframe.text_frame(errors.encode_error(code, message))
+    transport.write(accepted + error + wsframe.close_frame(code, message))
     transport.close()
 
 
@@ -228,7 +232,7 @@ class LeanConnection(asyncio.Protocol):
         self._fragments: list[bytes] | None = None  # a fragmented message so far
         self._opcode = 0  # the opcode of that fragmented message
         self._queue: list[str] | None = None  # messages waiting behind `_busy`
-        self._busy: asyncio.Task[None] | None = None  # the node coroutine this connection waits for
+        self._busy: asyncio.Task[Any] | None = None  # the node coroutine this connection waits for
 
     # node.Connection -----------------------------------------------------------------------------
 
@@ -284,17 +288,14 @@ class LeanConnection(asyncio.Protocol):
 
     # Node calls, in frame order ------------------------------------------------------------------
 
-    def start(self, opening: Coroutine[Any, Any, bool]) -> None:
-        self._wait_for(self._open(opening))
+    def start(self, opening: Coroutine[Any, Any, object]) -> None:
+        self._wait_for(opening)
 
-    async def _open(self, opening: Coroutine[Any, Any, bool]) -> None:
-        await opening
-
-    def _wait_for(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _wait_for(self, coroutine: Coroutine[Any, Any, object]) -> None:
         task = self._busy = self._server.spawn(coroutine)
         task.add_done_callback(self._resume)
 
-    def _resume(self, task: asyncio.Task[None]) -> None:
+    def _resume(self, task: asyncio.Task[Any]) -> None:
         self._busy = None
         if not task.cancelled() and task.exception() is not None:
             logger.error("handling a frame failed for socket_id=%s", self.socket_id, exc_info=task.exception())
@@ -332,7 +333,7 @@ class LeanConnection(asyncio.Protocol):
         if pending is not None:
             self._wait_for(pending)
 
-    async def _disconnect(self, busy: asyncio.Task[None] | None) -> None:
+    async def _disconnect(self, busy: asyncio.Task[Any] | None) -> None:
         if busy is not None:
             # A join still in flight would otherwise add a subscription after the cleanup.
             await asyncio.wait((busy,))
