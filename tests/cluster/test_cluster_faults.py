@@ -252,6 +252,14 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT)
         await asyncio.sleep(0.1)
 
 
+async def redis_metrics(http: aiohttp.ClientSession, node: RelayProcess) -> dict[str, float]:
+    """The relay_redis_* lines of a node's /metrics, by name without the prefix."""
+    async with http.get(f"{node.http_url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"(?m)^relay_redis_(\w+) ([0-9.e+-]+)$", text)}
+
+
 async def connected_everywhere(nodes: Nodes, subscribers: list[tuple[int, Sink]], channel: str) -> None:
     """Wait until an event published on any node reaches the subscribers on every node, i.e. every
     node's links to Redis and its subscriptions work again. Probe rounds start after this call, so a
@@ -352,6 +360,10 @@ async def test_sigkill_node_members_removed_cluster_wide(
         await nodes.close()
 
 
+async def _get(check: Any, key: str) -> Any:
+    return (await check).get(key)
+
+
 async def _equal(check: Any, expected: Any) -> bool:
     value = await check
     assert value == expected, value
@@ -439,6 +451,9 @@ async def test_redis_outage_local_service_then_resync(fault_cluster: FaultCluste
         assert await nodes.channels(1) == {traffic_channel: 1, room: 1}
         for node in fault_cluster.nodes:
             assert node.running, f"{node.name} died during the outage:\n{node.log_tail()}"
+            await eventually(
+                lambda n=node: _equal(_get(redis_metrics(http, n), "connected"), 0.0), "relay_redis_connected 0"
+            )
             assert await asyncio.to_thread(http_status, f"{node.http_url}/up") == 200
 
         # --- Redis back (empty) ---------------------------------------------------------------
@@ -453,8 +468,10 @@ async def test_redis_outage_local_service_then_resync(fault_cluster: FaultCluste
             f"{recovered_at - up_at:.2f}s after Redis answered PING"
         )
 
-        # The outage is logged by every node (it is the only place it is counted, see docs/redis.md).
+        # The outage is logged and counted by every node.
         for node, mark in zip(fault_cluster.nodes, log_marks, strict=True):
+            metrics = await redis_metrics(http, node)
+            assert metrics.get("outages", 0) >= 1 and metrics.get("connected") == 1.0, metrics
             new_log = node.log_text()[mark:]
             assert re.search(r"(?i)(lost|unreachable|down).*redis|redis.*(lost|unreachable|down)", new_log), (
                 f"{node.name} logged nothing about the outage:\n{new_log[-2000:]}"
