@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from relay.adapters.base import CachedEvent, ClusterListener, Envelope, EnvelopeKind
 from relay.adapters.redis_link import (
@@ -55,7 +55,8 @@ BACKOFF_MAX: Final = 5.0
 QUEUE_LIMIT: Final = 100_000  # PUBLISH commands waiting for Redis; the oldest are dropped beyond this
 SWEEP_BUDGET: Final = 1000  # dead nodes' entries removed per script call
 SUBSCRIBE_BATCH: Final = 1000  # channels per SUBSCRIBE/UNSUBSCRIBE command
-OUTBOX_BATCH: Final = 10_000  # PUBLISH commands per pipeline
+OUTBOX_BATCH: Final = 10_000  # envelopes per pipeline
+PUBLISH_SCRIPT_BATCH: Final = 500  # envelopes per call of lua/publish.lua, so one call never holds Redis long
 
 # Envelope on the wire: version, kind, publisher token, four lengths, then app_id, channel,
 # except_socket_id, user_id and the frame, untouched. The token sits at a fixed offset so a node
@@ -479,19 +480,29 @@ class RedisAdapter:
         A pipeline lost with the link is not re-sent: at most once, never duplicated.
         """
         outbox = self._outbox
+        script = self._scripts["publish"]
         while True:
             await session.publish_wake.wait()
             session.publish_wake.clear()
             while outbox:
                 count = min(len(outbox), OUTBOX_BATCH)
                 commands: list[Command] = []
-                for _ in range(count):
-                    name, payload = outbox.popleft()
-                    commands.append((b"PUBLISH", name, payload))
+                for start in range(0, count, PUBLISH_SCRIPT_BATCH):
+                    args: list[bytes | str | int] = [b"EVALSHA", script.sha, 0, self._prefix]
+                    for _ in range(min(PUBLISH_SCRIPT_BATCH, count - start)):
+                        args += outbox.popleft()
+                    commands.append(tuple(args))
                 try:
-                    await session.publisher.execute(commands)
+                    replies = await session.publisher.execute(commands)
+                    if any(isinstance(reply, NoScriptError) for reply in replies):
+                        # The session's SCRIPT LOAD (state link) had not run yet: send the source once.
+                        retry = [(b"EVAL", script.source, *command[2:]) for command in commands]
+                        replies = await session.publisher.execute(retry)
                 except RedisUnavailable:
                     return  # on_lost ends the session
+                for reply in replies:
+                    if isinstance(reply, RedisReplyError):
+                        self._reply_error(reply)
                 self.published += count
             self._dropping = False
             session.publish_idle.set()
@@ -661,12 +672,15 @@ class RedisAdapter:
                 self._lose_session(error)
             return local()
         except RedisReplyError as error:
-            self.reply_errors += 1
-            now = time.monotonic()
-            if now - self._last_reply_error_log > 10:
-                self._last_reply_error_log = now
-                logger.error("Redis refused a call of node %s (answering locally): %s", self.node_id, error)
+            self._reply_error(error)
             return local()
+
+    def _reply_error(self, error: RedisReplyError) -> None:
+        self.reply_errors += 1
+        now = time.monotonic()
+        if now - self._last_reply_error_log > 10:
+            self._last_reply_error_log = now
+            logger.error("Redis refused a call of node %s (answering locally if it can): %s", self.node_id, error)
 
     # Writes are recorded in the share first, so that the share is complete whatever Redis says.
 

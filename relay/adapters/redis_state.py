@@ -58,6 +58,7 @@ SCRIPT_NAMES: Final = (
     "members",
     "channels",
     "sweep",
+    "publish",
 )
 
 

@@ -83,6 +83,26 @@ async def publish_calls(redis_process: RedisProcess) -> int:
     return int(stats.get("cmdstat_publish", {}).get("calls", 0))
 
 
+async def test_publish_and_state_survive_a_flushed_script_cache(
+    make_redis_node: NodeFactory, redis_process: RedisProcess
+) -> None:
+    a, b = await make_redis_node("a"), await make_redis_node("b")
+    await b.subscribe("news", "b1")
+    await b.settle()
+    client = Redis.from_url(redis_process.url)
+    try:
+        await client.script_flush()
+    finally:
+        await client.aclose()
+    a.adapter.publish(event("news", 1))  # EVALSHA answers NOSCRIPT: sent again as EVAL, once
+    await b.listener.wait_for(lambda: bool(b.listener.frames("news")), "the event after SCRIPT FLUSH")
+    assert await a.adapter.add_subscription(APP, "news", "a1") is False
+    a.adapter.publish(event("news", 2))
+    await b.listener.wait_for(lambda: len(b.listener.frames("news")) >= 2, "the second event")
+    assert b.listener.frames("news") == [event("news", 1).frame, event("news", 2).frame]
+    assert redis_of(a).reply_errors == 0 and redis_of(a).connected
+
+
 async def test_calls_of_one_loop_iteration_share_one_pipeline(make_redis_node: NodeFactory) -> None:
     node = await make_redis_node("a")
     cluster = redis_of(node)._session
