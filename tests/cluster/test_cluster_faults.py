@@ -908,3 +908,62 @@ async def test_redis_hang_no_stuck_node(fault_cluster: FaultCluster, http: aioht
             print(f"measured: sub{index} (still connected everywhere) got member_removed for {removed}")
     finally:
         await nodes.close()
+
+
+# 6. Cache channels while a node is cut off from Redis -----------------------------------------
+
+
+async def test_cache_channel_across_a_partition(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """A cache channel's last event while node 1 cannot reach Redis (Redis itself stays up), and after."""
+    redis = start_redis(tmp_path)
+    proxy = GatedProxy(redis.port)
+    await proxy.start()
+    processes: list[RelayProcess] = []
+    channel, probe = "cache-room", "probe-channel"
+    nodes: Nodes | None = None
+    try:
+        for index, url in enumerate((redis.url, proxy.url)):
+            processes.append(_spawn_node(url, tmp_path / f"node-{index}"))
+        for process in processes:
+            await wait_up(process)
+        nodes = Nodes(http, processes)
+        watchers = [(index, await nodes.client(index, f"watcher{index}")) for index in range(2)]
+        for _, sink in watchers:
+            await nodes.subscribe(sink, probe)
+        await connected_everywhere(nodes, watchers, probe)
+
+        async def first_cached(index: int) -> Frame:
+            """What a new subscriber on node `index` gets right after subscription_succeeded."""
+            sink = await nodes.client(index, f"cache-reader{len(nodes.sinks)}")
+            before = len(sink.frames)
+            await nodes.subscribe(sink, channel)
+            await sink.wait(lambda: len(sink.frames) >= before + 2, "the cached event or cache_miss")
+            frame = sink.frames[before + 1]
+            await sink.close()
+            return frame
+
+        assert await nodes.trigger(0, channel, "state", {"v": 1}) == 200
+        assert inner(await first_cached(1)) == {"v": 1}
+
+        proxy.cut()
+        await eventually(
+            lambda: _equal(_get(redis_metrics(http, processes[1]), "connected"), 0.0), "node 1 notices it is cut off"
+        )
+        assert await nodes.trigger(1, channel, "state", {"v": 2}) == 200
+        # Each side answers with the last event it knows of.
+        assert inner(await first_cached(1)) == {"v": 2}
+        assert inner(await first_cached(0)) == {"v": 1}
+
+        proxy.open = True
+        await connected_everywhere(nodes, watchers, probe)
+        after = [inner(await first_cached(index)) for index in range(2)]
+        print(f"\nmeasured: after the partition, new subscribers on nodes 0 and 1 get {after}")
+        # Both nodes answer alike again, from Redis.
+        assert after[0] == after[1], after
+    finally:
+        if nodes is not None:
+            await nodes.close()
+        for process in reversed(processes):
+            process.stop()
+        await proxy.close()
+        redis.stop()
