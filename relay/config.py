@@ -341,6 +341,13 @@ def load_config(
     raw["dev_app"] = dev_app
     if "webhook" in raw and not isinstance(raw["webhook"], Mapping):
         raise ConfigError("webhook: expected a [webhook] table")
+    webhook_env = {
+        f.name: env[name]
+        for f in dataclasses.fields(WebhookSettings)
+        if env.get(name := f"RELAY_WEBHOOK_{f.name.upper()}", "") != ""
+    }
+    if webhook_env:
+        raw["webhook"] = {**raw.get("webhook", {}), **webhook_env}
     config: Config = build(Config, raw, "")
     config = dataclasses.replace(config, apps=tuple(apps), redis=redis)
     validate(config)

@@ -30,6 +30,7 @@ from relay.metrics import Metrics
 from relay.webhooks.model import (
     JOIN_FOR_LEAVE,
     LEAVE_FOR_JOIN,
+    SUBSCRIPTION_COUNT,
     Cancel,
     DeadLetter,
     Delivery,
@@ -40,7 +41,7 @@ from relay.webhooks.model import (
 )
 from relay.webhooks.sender import post_webhook, webhook_body, webhook_headers
 from relay.webhooks.store import DeliveryStore, now_ms
-from relay.webhooks.targets import ALL_EVENTS, Batch, Target, backoff, first_backoff, interest
+from relay.webhooks.targets import Batch, Target, backoff, first_backoff, interest, wanted
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ MAX_CONCURRENT_REQUESTS: Final = 16
 PUMP_BATCH: Final = 1000
 # A hold released at shutdown without Redis: "due" at the end of time.
 FOREVER_MS: Final = 2**62
+# subscription_count above this many subscribers is sent at most once per SUBSCRIPTION_COUNT_INTERVAL
+# seconds per channel (PROTOCOL.md §7, as Pusher); the newest count waits and is sent when the interval ends.
+SUBSCRIPTION_COUNT_BUSY: Final = 100
+SUBSCRIPTION_COUNT_INTERVAL: Final = 5.0
 
 
 @dataclass(slots=True)
@@ -98,6 +103,11 @@ class WebhookDispatcher:
         self._next_poll_ms = 0
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
+        # subscription_count throttle: (app_id, channel) -> loop time it was last queued, and the newest
+        # count held back for a busy channel.
+        self._count_sent: dict[tuple[str, str], float] = {}
+        self._count_pending: dict[tuple[str, str], WebhookEvent] = {}
+        self._count_pruned = 0.0
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._sending: set[asyncio.Task[None]] = set()
         self._pump_task: asyncio.Task[None] | None = None
@@ -127,24 +137,63 @@ class WebhookDispatcher:
 
     # The socket path -----------------------------------------------------------------------------
 
+    def wants(self, app: AppConfig, name: str) -> bool:
+        names = self._interest.get(app.id)
+        return names is not None and wanted(names, name)
+
     def notify(self, app: AppConfig, event: Mapping[str, Any]) -> None:
         """Queue one event for `app`'s webhooks. Never blocks: no await, no I/O."""
-        wanted = self._interest.get(app.id)
-        if wanted is None or (ALL_EVENTS not in wanted and event.get("name") not in wanted):
+        name = event.get("name")
+        if not isinstance(name, str) or not self.wants(app, name):
             return
+        if name == SUBSCRIPTION_COUNT and not self._closed and self._count_throttled(app.id, event):
+            return
+        self._enqueue(app.id, event)
+
+    def _enqueue(self, app_id: str, event: Mapping[str, Any]) -> None:
         if self._closed or self.queued >= self._settings.queue_limit:
             self.counters.dropped += 1
             if not self._dropping:
                 self._dropping = True
-                logger.warning("webhooks: queue full (%d events), dropping events for app_id=%s", self.queued, app.id)
+                logger.warning("webhooks: queue full (%d events), dropping events for app_id=%s", self.queued, app_id)
             self._signal()
             return
         self._dropping = False
-        self._intents.append((app.id, webhook_event(event)))
+        self._intents.append((app_id, webhook_event(event)))
         self._local_events += 1
         self.counters.accepted += 1
         self._wake.set()
         self._signal()
+
+    def _count_throttled(self, app_id: str, event: Mapping[str, Any]) -> bool:
+        """True when this subscription_count must wait (busy channel, sent less than an interval ago)."""
+        key = (app_id, str(event.get("channel", "")))
+        count = event.get("subscription_count")
+        now = asyncio.get_running_loop().time()
+        last = self._count_sent.get(key)
+        busy = isinstance(count, int) and count > SUBSCRIPTION_COUNT_BUSY
+        if busy and last is not None and now - last < SUBSCRIPTION_COUNT_INTERVAL:
+            self._count_pending[key] = webhook_event(event)  # only the newest count matters
+            self._wake.set()
+            return True
+        self._count_pending.pop(key, None)  # this newer count replaces the one held back
+        self._count_sent[key] = now
+        return False
+
+    def _release_counts(self, final: bool) -> None:
+        """Queue held-back subscription counts whose interval ended; forget channels quiet for an interval."""
+        now = asyncio.get_running_loop().time()
+        for key, event in list(self._count_pending.items()):
+            if final or now - self._count_sent.get(key, 0.0) >= SUBSCRIPTION_COUNT_INTERVAL:
+                del self._count_pending[key]
+                self._count_sent[key] = now
+                self._enqueue(key[0], event)
+        if now - self._count_pruned >= SUBSCRIPTION_COUNT_INTERVAL:  # a sweep per interval, not per pass
+            self._count_pruned = now
+            quiet = [key for key, sent in self._count_sent.items() if now - sent >= SUBSCRIPTION_COUNT_INTERVAL]
+            for key in quiet:
+                if key not in self._count_pending:
+                    del self._count_sent[key]
 
     # Life cycle ----------------------------------------------------------------------------------
 
@@ -255,6 +304,9 @@ class WebhookDispatcher:
     def _next_wake(self) -> float | None:
         loop_now = asyncio.get_running_loop().time()
         waits: list[float] = [batch.opened + self._settings.batch_window - loop_now for batch in self._batches.values()]
+        waits.extend(
+            self._count_sent.get(key, 0.0) + SUBSCRIPTION_COUNT_INTERVAL - loop_now for key in self._count_pending
+        )
         due = self._store.next_due_ms()
         if due is not None:
             waits.append((due - now_ms()) / 1000)
@@ -265,6 +317,8 @@ class WebhookDispatcher:
         return max(0.0, min(waits)) if waits else None
 
     async def _pump_once(self, final: bool) -> None:
+        if self._count_pending or self._count_sent:
+            self._release_counts(final)
         await self._settle_intents()
         now = now_ms()
         due = self._store.next_due_ms()

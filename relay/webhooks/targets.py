@@ -26,20 +26,28 @@ class Target:
         return cls(config.url, frozenset(config.event_types), config.channel_prefix, config.headers)
 
     def wants(self, event: Mapping[str, str | int]) -> bool:
-        if self.event_types and event.get("name") not in self.event_types:
+        if not self.wants_name(str(event.get("name", ""))):
             return False
         return str(event.get("channel", "")).startswith(self.channel_prefix)
 
+    def wants_name(self, name: str) -> bool:
+        # subscription_count is opt-in, as on Pusher: only a target that names it gets it (one per subscribe
+        # and unsubscribe would flood a receiver that asked for "everything").
+        if not self.event_types:
+            return name != SUBSCRIPTION_COUNT
+        return name in self.event_types
+
 
 def interest(targets: tuple[Target, ...], leaves_held: bool) -> frozenset[str]:
-    """Event names worth queueing for an app ({ALL_EVENTS} for every one): what some target wants, plus the
-    partner of a leave/join pair when leaves are held, because a join must still cancel a held leave (and a
-    leave be held to cancel its join) even when a target wants only one of the two."""
+    """Event names worth queueing for an app ({ALL_EVENTS} for every one but the opt-in subscription_count):
+    what some target wants, plus the partner of a leave/join pair when leaves are held, because a join must
+    still cancel a held leave (and a leave be held to cancel its join) even when a target wants only one of
+    the two."""
     names: set[str] = set()
     for target in targets:
         names |= target.event_types or {ALL_EVENTS}
     if ALL_EVENTS in names:
-        return frozenset({ALL_EVENTS})
+        return frozenset({ALL_EVENTS} | (names & {SUBSCRIPTION_COUNT}))
     if leaves_held:
         names |= {LEAVE_FOR_JOIN[name] for name in names if name in LEAVE_FOR_JOIN}
         names |= {JOIN_FOR_LEAVE[name] for name in names if name in JOIN_FOR_LEAVE}
@@ -69,6 +77,13 @@ class Batch:
             self.latest[slot] = len(self.events)
         self.events.append(event)
         return True
+
+
+def wanted(names: frozenset[str], name: str) -> bool:
+    """Whether an app whose interest() is `names` queues events called `name`."""
+    if name == SUBSCRIPTION_COUNT:
+        return name in names
+    return ALL_EVENTS in names or name in names
 
 
 def first_backoff(settings: WebhookSettings) -> float:

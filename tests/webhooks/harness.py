@@ -63,12 +63,12 @@ class Receiver:
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_post("/{name:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/hooks"
@@ -211,8 +211,9 @@ async def relays() -> AsyncIterator[RelayStarter]:
     started: list[RelayServer] = []
 
     async def start(config: Config) -> RelayServer:
-        # Redis mode uses a local adapter while relay/adapters/redis.py does not exist; the webhook queue,
-        # held leaves and dead letters are shared through Redis by the dispatcher itself.
+        # In-process Redis-mode nodes run the local adapter: these tests are about the webhook store (queue,
+        # held leaves, dead letters shared through Redis by the dispatcher itself). Cluster-wide transitions
+        # through the Redis adapter are tested with `relay serve` subprocesses in test_webhooks_cluster.py.
         server = await start_relay(config, LocalAdapter() if config.redis is not None else None)
         started.append(server)
         return server

@@ -4,12 +4,15 @@ the official `pusher` SDK."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 
 from relay.app import CONFIG_KEY
-from relay.config import WebhookConfig
+from relay.config import WEBHOOK_EVENT_TYPES, WebhookConfig
 from relay.webhooks import WebhookCounters
+from relay.webhooks.dispatcher import SUBSCRIPTION_COUNT_INTERVAL
+from tests.support.ports import free_port
 from tests.support.timeouts import TIMEOUT, scaled
 from tests.webhooks.harness import (
     Client,
@@ -29,20 +32,20 @@ __all__ = ["receiver", "relays"]  # fixtures used by name
 
 
 async def test_every_event_type_arrives_signed_and_validated(receiver: Receiver, relays: RelayStarter) -> None:
-    server = await relays(relay_config([WebhookConfig(receiver.url)]))
+    server = await relays(relay_config([WebhookConfig(receiver.url, event_types=WEBHOOK_EVENT_TYPES)]))
     ann = await Client.connect(server.ws_url)
     bob = await Client.connect(server.ws_url)
     await ann.subscribe("presence-room", user_id="1")
     await bob.subscribe("presence-room", user_id="2")
     await ann.subscribe("cache-news")
+    # Wait for it: a later count in the same batch would replace this one.
+    counted = {"name": "subscription_count", "channel": "cache-news", "subscription_count": 1}
+    await receiver.wait_for(lambda: counted in receiver.delivered_events())
     await bob.whisper("presence-room", "client-typing", {"typing": True})
     await ann.expect("client-typing", "presence-room")
     await bob.unsubscribe("presence-room")
     await ann.expect("pusher_internal:member_removed", "presence-room")
     await ann.close()
-    # The node has no subscription_count trigger yet; the dispatcher carries it like any other event.
-    app = server.app[CONFIG_KEY].apps[0]
-    server.webhooks.notify(app, {"name": "subscription_count", "channel": "news", "subscription_count": 3})
 
     expected = [
         {"name": "channel_occupied", "channel": "presence-room"},
@@ -62,7 +65,8 @@ async def test_every_event_type_arrives_signed_and_validated(receiver: Receiver,
         {"name": "member_removed", "channel": "presence-room", "user_id": "1"},
         {"name": "channel_vacated", "channel": "presence-room"},
         {"name": "channel_vacated", "channel": "cache-news"},
-        {"name": "subscription_count", "channel": "news", "subscription_count": 3},
+        counted,
+        {"name": "subscription_count", "channel": "cache-news", "subscription_count": 0},
     ]
     await receiver.wait_for(lambda: len(receiver.delivered_events()) >= len(expected))
     await bob.close()
@@ -142,23 +146,34 @@ async def test_slow_receiver_does_not_delay_socket_traffic(receiver: Receiver, r
     bob = await Client.connect(server.ws_url)
     await ann.subscribe("private-chat")
     await bob.subscribe("private-chat")
+    baseline = [await round_trip(ann, bob, index) for index in range(10)]
     for index in range(40):  # more webhook requests than may be in flight at once
         await ann.whisper("private-chat", "client-typing", {"n": index})
     await receiver.wait_for(lambda: receiver.stalled() >= 16)
 
-    # Every webhook request is held open by the receiver; the sockets must not notice.
+    # Every webhook request is held open by the receiver (for up to 30 s); the sockets must not notice.
+    stalled = [await round_trip(ann, bob, index) for index in range(10)]
     await ann.ping()
-    await bob.whisper("private-chat", "client-reply", {"ok": True})
-    reply = await ann.expect("client-reply", "private-chat")
-    assert reply["data"] == {"ok": True}
+    # Loose bound, the machine is shared: a socket path waiting on webhooks would take request_timeout (30 s).
+    print(f"client event round trip: max {max(baseline) * 1000:.1f} ms idle, {max(stalled) * 1000:.1f} ms stalled")
+    assert max(stalled) < max(scaled(0.5), 3 * max(baseline))
     assert receiver.delivered == [], "the socket answered while every webhook request was still stalled"
     assert server.webhooks.queued > 0
 
     receiver.release.set()
-    await receiver.wait_for(lambda: len(receiver.delivered_events()) >= 42)
+    await receiver.wait_for(lambda: len(receiver.delivered_events()) >= 61)  # occupied, 20 probes, 40 typing
     assert receiver.problems == []
     await ann.close()
     await bob.close()
+
+
+async def round_trip(sender: Client, to: Client, index: int) -> float:
+    """Seconds for a client event from `sender` to reach `to` through relay."""
+    started = asyncio.get_running_loop().time()
+    await sender.whisper("private-chat", "client-probe", {"n": index})
+    frame = await to.expect("client-probe", "private-chat")
+    assert frame["data"] == {"n": index}
+    return asyncio.get_running_loop().time() - started
 
 
 async def test_page_reload_fires_no_leave_join_pair(receiver: Receiver, relays: RelayStarter) -> None:
@@ -291,3 +306,85 @@ async def test_app_without_webhooks_costs_nothing(relays: RelayStarter) -> None:
     status, body = await signed_request(server, "GET", "/apps/1001/webhooks/dead_letters")
     assert (status, body) == (200, {"dead_letters": []})
     await client.close()
+
+
+async def test_refused_connections_are_retried_until_the_receiver_comes_up(relays: RelayStarter) -> None:
+    port = free_port()  # nothing listens yet: every attempt is refused
+    server = await relays(relay_config([WebhookConfig(f"http://127.0.0.1:{port}/hooks")], settings(retry_for=10.0)))
+    client = await Client.connect(server.ws_url)
+    await client.subscribe("news")
+    await wait_for_counters(server, lambda counters: counters.failed_attempts >= 2)
+
+    late = Receiver()
+    await late.start(port)
+    try:
+        await wait_for_counters(server, lambda counters: counters.delivered == 1)
+        assert late.problems == []
+        assert [request.events for request in late.delivered] == [[{"name": "channel_occupied", "channel": "news"}]]
+        assert server.webhooks.counters.dead_lettered == 0
+    finally:
+        await client.close()
+        await server.stop()
+        await late.stop()
+
+
+async def test_subscription_count_is_opt_in_and_follows_each_change(relays: RelayStarter) -> None:
+    everything, counts = Receiver(), Receiver()
+    await everything.start()
+    await counts.start()
+    try:
+        hooks = [WebhookConfig(everything.url), WebhookConfig(counts.url, event_types=("subscription_count",))]
+        server = await relays(relay_config(hooks))
+        ann = await Client.connect(server.ws_url)
+        bob = await Client.connect(server.ws_url)
+
+        def count(number: int) -> dict[str, Any]:
+            return {"name": "subscription_count", "channel": "news", "subscription_count": number}
+
+        # One at a time: counts of the same channel in one batch collapse into the newest.
+        await ann.subscribe("news")
+        await counts.wait_for(lambda: counts.delivered_events() == [count(1)])
+        await bob.subscribe("news")
+        await bob.subscribe("presence-room", user_id="2")  # never for presence channels
+        await counts.wait_for(lambda: counts.delivered_events() == [count(1), count(2)])
+        await bob.unsubscribe("news")
+        await counts.wait_for(lambda: counts.delivered_events() == [count(1), count(2), count(1)])
+        await ann.close()
+        await bob.close()
+        await server.stop()  # flushes: what arrived is all there is
+    finally:
+        await everything.stop()
+        await counts.stop()
+    assert everything.problems == counts.problems == []
+    assert [event["subscription_count"] for event in counts.delivered_events()] == [1, 2, 1, 0]
+    assert all(event["name"] != "subscription_count" for event in everything.delivered_events())
+    assert {"name": "channel_occupied", "channel": "news"} in everything.delivered_events()
+
+
+async def test_busy_channel_subscription_count_is_sent_at_most_every_five_seconds(
+    receiver: Receiver, relays: RelayStarter
+) -> None:
+    server = await relays(relay_config([WebhookConfig(receiver.url, event_types=("subscription_count",))]))
+    app = server.app[CONFIG_KEY].apps[0]
+    loop = asyncio.get_running_loop()
+
+    def count(channel: str, number: int) -> dict[str, Any]:
+        return {"name": "subscription_count", "channel": channel, "subscription_count": number}
+
+    # The node's own trigger is tested above; 150 sockets would only make this slower.
+    started = loop.time()
+    server.webhooks.notify(app, count("busy", 150))
+    await receiver.wait_for(lambda: receiver.delivered_events() == [count("busy", 150)])
+    server.webhooks.notify(app, count("busy", 151))
+    server.webhooks.notify(app, count("busy", 152))
+    server.webhooks.notify(app, count("quiet", 5))  # not busy: not held back
+    await receiver.wait_for(lambda: count("quiet", 5) in receiver.delivered_events())
+    assert count("busy", 152) not in receiver.delivered_events()
+
+    await receiver.wait_for(lambda: count("busy", 152) in receiver.delivered_events(), TIMEOUT + 5)
+    assert loop.time() - started >= SUBSCRIPTION_COUNT_INTERVAL
+    assert [event for event in receiver.delivered_events() if event["channel"] == "busy"] == [
+        count("busy", 150),
+        count("busy", 152),
+    ]
+    assert receiver.problems == []

@@ -1,9 +1,9 @@
 """Webhooks with Redis: two relay nodes in-process sharing a real redis-server for the webhook queue, held
 leaves and dead letters.
 
-relay/adapters/redis.py does not exist yet, so each node runs the local adapter and channel/member
-transitions are per node here; what these tests check is the webhook side: a reload onto another node, a
-restart, a crashed node, a queue and dead letters shared by every node.
+Each node runs the local adapter, so channel/member transitions are per node here; what these tests check is
+the webhook store: a reload onto another node, a restart, a crashed node, a queue and dead letters shared by
+every node. Transitions reported once across a real cluster: test_webhooks_cluster.py.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ async def test_two_nodes_share_one_queue_and_send_each_delivery_once(
     expected = []
     for index in range(30):
         for name, node in (("a", node_a), ("b", node_b)):
-            event = {"name": "subscription_count", "channel": f"{name}-{index}", "subscription_count": index}
+            event = {"name": "cache_miss", "channel": f"cache-{name}-{index}"}
             node.webhooks.notify(app, event)
             expected.append(event)
 

@@ -6,12 +6,13 @@ import time
 from pathlib import Path
 
 import pusher
+import pytest
 
-from relay.config import WebhookConfig, WebhookSettings, load_config
+from relay.config import ConfigError, WebhookConfig, WebhookSettings, load_config
 from relay.webhooks.model import Cancel, DeadLetter, Delivery, Hold, hold_key
 from relay.webhooks.sender import webhook_body, webhook_headers
 from relay.webhooks.store import MemoryStore
-from relay.webhooks.targets import ALL_EVENTS, Batch, Target, backoff, first_backoff, interest
+from relay.webhooks.targets import ALL_EVENTS, Batch, Target, backoff, first_backoff, interest, wanted
 
 
 def test_signature_matches_the_worked_example_of_protocol_section_7() -> None:
@@ -72,6 +73,18 @@ def test_target_filters_by_type_and_prefix() -> None:
     assert target.wants({"name": "member_added", "channel": "presence-a", "user_id": "1"})
     assert not target.wants({"name": "member_added", "channel": "private-a"})
     assert not target.wants({"name": "channel_occupied", "channel": "presence-a"})
+
+
+def test_subscription_count_is_opt_in() -> None:
+    everything = Target("u", frozenset(), "", ())
+    counts = Target("v", frozenset({"subscription_count"}), "", ())
+    count = {"name": "subscription_count", "channel": "news", "subscription_count": 2}
+    assert not everything.wants(count), "an empty event_types list means every type but subscription_count"
+    assert everything.wants({"name": "cache_miss", "channel": "cache-a"})
+    assert counts.wants(count)
+    assert not wanted(interest((everything,), leaves_held=True), "subscription_count")
+    both = interest((everything, counts), leaves_held=True)
+    assert wanted(both, "subscription_count") and wanted(both, "member_removed")
 
 
 def test_batch_keeps_the_newest_subscription_count_and_one_cache_miss() -> None:
@@ -144,3 +157,13 @@ headers = { Authorization = "Bearer x" }
     assert load_config(None, env=env).apps[0].webhooks == (
         WebhookConfig("http://127.0.0.1:9/h", ("member_added", "member_removed"), "presence-"),
     )
+
+
+def test_webhook_settings_from_relay_variables_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text("[webhook]\nbatch_window = 0.1\nleave_delay = 1\n")
+    env = {"RELAY_WEBHOOK_LEAVE_DELAY": "0.5", "RELAY_WEBHOOK_RETRY_FOR": "60", "RELAY_WEBHOOK_QUEUE_LIMIT": "7"}
+    settings = load_config(str(path), env=env).webhook
+    assert (settings.batch_window, settings.leave_delay, settings.retry_for, settings.queue_limit) == (0.1, 0.5, 60, 7)
+    with pytest.raises(ConfigError, match="retry_for"):
+        load_config(None, env={"RELAY_WEBHOOK_RETRY_FOR": "soon"})
