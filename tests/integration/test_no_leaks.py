@@ -1,0 +1,235 @@
+"""Nothing leaks (issue 3, item 7): thousands of connections join and leave public, private, presence,
+cache and server-to-user channels (some sign in, some send client events, some unsubscribe first, some
+close, some drop the TCP connection abruptly, some vanish while their subscribes are still in flight),
+then every registry of the in-process server must be empty again.
+
+The server is `create_app(config)` on an aiohttp TestServer in this process, so the test reads the
+node's internals: `node.connections`, `node.registry`, `node.users`, the LocalAdapter's connection,
+subscription and member maps, the metrics gauge, the transport's outbox, aiohttp's connection map and
+the webhook dispatcher's queues (webhooks go to a real local receiver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from relay.adapters.local import LocalAdapter
+from relay.app import WEBHOOKS_KEY
+from relay.config import WEBHOOK_EVENT_TYPES, WebhookConfig, WebhookSettings
+from relay.webhooks import WebhookDispatcher
+from tests.integration.conftest import APP, RelayServer, RelayServerFactory
+from tests.integration.wire import (
+    Api,
+    Client,
+    auth_sdk,
+    connect,
+    open_socket,
+    presence_auth,
+    private_auth,
+    scaled,
+    signin,
+    signin_auth,
+    wait_until,
+)
+
+WAVES = 4
+PER_WAVE = 500  # 2,000 connections in all
+BATCH = 100  # connections opened and driven concurrently
+PONG = {"event": "pusher:pong", "data": "{}"}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
+    """A webhook receiver answering 200; records how many events each request carried."""
+    received: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        received.append(len(body["events"]))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}/hook", received
+    finally:
+        await server.close()
+
+
+def plan(index: int) -> list[tuple[str, str | None]]:
+    """(channel, presence user_id) for connection `index`: overlapping channels and shared users."""
+    channels: list[tuple[str, str | None]] = [
+        (f"news-{index % 10}", None),
+        (f"cache-feed-{index % 5}", None),
+        (f"private-orders.{index % 7}", None),
+        (f"presence-room.{index % 4}", str(index % 60)),  # ~8 connections per user per room
+    ]
+    if index % 2:
+        channels.append((f"private-cache-c{index % 3}", None))
+    if index % 3 == 0:
+        channels.append((f"presence-cache-lobby.{index % 2}", str(index % 25)))
+    return channels
+
+
+async def drive(server: RelayServer, signer: Any, index: int) -> None:
+    """One connection's life; how it ends depends on `index`."""
+    client = await connect(server.ws_url(), max_queue=None)
+    ending = index % 5
+    subscribed: list[str] = []
+    if index % 4 == 0:
+        user_id = f"u{index % 30}"
+        auth, user_data = signin_auth(signer, client.socket_id, {"id": user_id})
+        await signin(client, auth, user_data)
+        await client.send({"event": "pusher:subscribe", "data": {"auth": "", "channel": f"#server-to-user-{user_id}"}})
+        subscribed.append(f"#server-to-user-{user_id}")
+    for channel, user_id in plan(index):
+        if user_id is not None:
+            auth, data = presence_auth(signer, client.socket_id, channel, {"user_id": user_id})
+            await client.subscribe(channel, auth, data)
+        elif channel.startswith("private-"):
+            await client.subscribe(channel, private_auth(signer, client.socket_id, channel))
+        else:
+            await client.subscribe(channel)
+        subscribed.append(channel)
+    if ending == 4:
+        client.ws.transport.abort()  # gone while its subscribes are still being processed
+        return
+    await client.send({"event": "client-typing", "data": {"i": index}, "channel": f"private-orders.{index % 7}"})
+    frames = await read_until_pong(client)
+    succeeded = {f["channel"] for f in frames if f.get("event") == "pusher_internal:subscription_succeeded"}
+    assert succeeded == set(subscribed), (index, sorted(set(subscribed) - succeeded), frames[:5])
+    if ending == 0:
+        for channel in subscribed:
+            await client.unsubscribe(channel)
+        await read_until_pong(client)
+        await client.close()
+    elif ending == 1:
+        client.ws.transport.abort()  # no close frame, no unsubscribe
+    else:
+        await client.close()
+
+
+async def read_until_pong(client: Client) -> list[dict[str, Any]]:
+    await client.send({"event": "pusher:ping", "data": {}})
+    frames = []
+    while (frame := await client.recv(scaled(20))) != PONG:
+        frames.append(frame)
+    return frames
+
+
+async def test_thousands_of_connections_leave_every_registry_empty(
+    relay_server: RelayServerFactory, http: Any, receiver: tuple[str, list[int]]
+) -> None:
+    url, received = receiver
+    app = replace(
+        APP,
+        client_event_rate=0,
+        max_presence_members=1000,
+        webhooks=(WebhookConfig(url=url, event_types=WEBHOOK_EVENT_TYPES),),
+    )
+    settings = WebhookSettings(batch_window=0.02, leave_delay=0.05)
+    server = await relay_server(app, webhook=settings)
+    node = server.node
+    adapter = node.adapter
+    assert isinstance(adapter, LocalAdapter)
+    signer = auth_sdk(APP.id, APP.key, APP.secret)
+    sdk = Api(http, server.port).sdk(APP.id, APP.key, APP.secret)
+    started = time.monotonic()
+    published: set[str] = set()
+    for wave in range(WAVES):
+        for first in range(wave * PER_WAVE, (wave + 1) * PER_WAVE, BATCH):
+            await asyncio.gather(*(drive(server, signer, index) for index in range(first, first + BATCH)))
+        # Cache channels get a last event between waves, so later subscribers take the cached path.
+        channel = f"cache-feed-{wave}"
+        await asyncio.to_thread(sdk.trigger, channel, "tick", str(wave))
+        published.add(channel)
+    total = WAVES * PER_WAVE
+
+    await wait_until(lambda: not node.connections, scaled(30))
+    assert node.connections == {}
+    assert node.registry.is_empty(), list(node.registry.entries())[:10]
+    assert node.users == {}
+    assert adapter._connections == {}
+    assert adapter._subscriptions == {}, list(adapter._subscriptions)[:10]
+    assert adapter._members == {}, list(adapter._members)[:10]
+    assert adapter.is_empty()
+    # The cache is per channel with a TTL, not per socket: only the channels published to hold an event.
+    assert {channel for _, channel in adapter._cache} <= published
+    assert node.metrics.gauges["connections"]() == 0
+    assert node.metrics.connections_opened == total
+    assert node.metrics.connections_closed == total
+    assert len(node._verifiers) == 1 and len(node._settings) == 1
+    # The HTTP API sees the same: no channel left.
+    channels = await asyncio.to_thread(sdk.channels_info)
+    assert channels == {"channels": {}}
+
+    # aiohttp's own per-connection state (aborted sockets are noticed a little later).
+    runner = server.server.runner
+    assert runner is not None and runner.server is not None
+    web_server = runner.server
+    sdk._pusher_client.http.session.close()  # the SDK's keep-alive HTTP connection is not ours to count
+    await wait_until(lambda: not web_server._connections, scaled(10))
+    endpoint_outboxes = [
+        route.handler.__self__._outbox  # type: ignore[attr-defined]
+        for route in server.app.router.routes()
+        if getattr(route.handler, "__name__", "") == "handle"
+    ]
+    for outbox in endpoint_outboxes:
+        assert outbox is None or outbox._dirty == []
+
+    # Webhooks: everything queued was sent, nothing held per channel or socket.
+    dispatcher = server.app[WEBHOOKS_KEY]
+    assert isinstance(dispatcher, WebhookDispatcher)
+    await wait_until(lambda: dispatcher.queued == 0 and dispatcher._store.backlog == 0, scaled(30))
+    assert dispatcher._batches == {}
+    assert dispatcher._intents == type(dispatcher._intents)()
+    assert dispatcher._count_pending == {}
+    assert sum(received) > total  # the receiver really got the stream (occupied/vacated/members/...)
+    assert time.monotonic() - started < scaled(90)
+
+
+async def test_refused_and_terminated_connections_leave_nothing(relay_server: RelayServerFactory, http: Any) -> None:
+    """Refusal paths that end a connection (quota, bad sign-in, terminate, full presence) clean up too."""
+    app = replace(APP, max_connections=20, max_presence_members=2)
+    server = await relay_server(app)
+    node = server.node
+    adapter = node.adapter
+    assert isinstance(adapter, LocalAdapter)
+    signer = auth_sdk(APP.id, APP.key, APP.secret)
+    sdk = Api(http, server.port).sdk(APP.id, APP.key, APP.secret)
+    for _ in range(3):
+        clients = [await connect(server.ws_url(), max_queue=None) for _ in range(20)]
+        over = await connect_refused(server)
+        assert over == 4100
+        for n, client in enumerate(clients):
+            auth, data = presence_auth(signer, client.socket_id, "presence-full", {"user_id": str(n)})
+            await client.subscribe("presence-full", auth, data)  # only 2 fit
+            if n < 5:
+                auth, user_data = signin_auth(signer, client.socket_id, {"id": "victim"})
+                await signin(client, auth, user_data)
+            elif n < 10:
+                await signin(client, "app-key:" + "0" * 64, '{"id":"x"}')  # closed 4009
+        await asyncio.to_thread(sdk.terminate_user_connections, "victim")
+        for client in clients[10:]:
+            await client.close()
+        await wait_until(lambda: not node.connections, scaled(10))
+    assert node.registry.is_empty() and node.users == {} and adapter.is_empty()
+    assert node.metrics.connections_opened == node.metrics.connections_closed == 60
+
+
+async def connect_refused(server: RelayServer) -> int:
+    client = await open_socket(server.ws_url())
+    frame = await client.recv()
+    assert frame["event"] == "pusher:error", frame
+    code, _ = await client.closed()
+    return code
