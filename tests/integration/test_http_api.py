@@ -462,6 +462,7 @@ async def test_disabled_app_403(relay_server: RelayServerFactory, http: aiohttp.
 async def test_unknown_route_and_wrong_method_are_json(api: Api, sdk: Any) -> None:
     assert_error(await api.raw("GET", "/no/such/route"), 404)
     assert_error(await api.raw("PUT", EVENTS), 405)
+    assert_error(await api.raw("POST", CHANNELS), 405)
 
 
 async def test_request_body_over_server_limit_413(
@@ -499,3 +500,17 @@ async def test_readiness_turns_false_during_shutdown(server: RelayServer, api: A
     frame = await late.expect("pusher:error")
     assert frame["data"]["code"] == 4100
     assert (await late.closed())[0] == 4100
+
+
+async def test_api_under_a_path_prefix(relay_server: RelayServerFactory, http: aiohttp.ClientSession) -> None:
+    server = await relay_server(path="/ws")
+    api = Api(http, server.port)
+    sdk = api.sdk(APP.id, APP.key, APP.secret)
+    # Signed over the full path, as an SDK configured with the prefix does.
+    assert (await post(api, sdk, f"/ws{EVENTS}", event())).status == 200
+    # Signed without the prefix (the SDK's base URL saw none, a proxy added it): accepted too.
+    request = build_request(sdk, "POST", EVENTS, event())
+    request.path = f"/ws{EVENTS}"
+    assert (await api.send(request)).status == 200
+    # Without the prefix there is no API (405: only WebSocket upgrades are routed everywhere).
+    assert (await post(api, sdk, EVENTS, event())).status in (404, 405)
