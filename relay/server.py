@@ -49,12 +49,12 @@ class RunningServer:
         if self.listener is not None and self.lean is not None:
             self.listener.close()
             node.close_connections()
-            await self.lean.drain(timeout)
-            # Clients that never read our close frame: their transports would never finish closing.
-            for connection in list(node.connections.values()):
-                if isinstance(connection, LeanConnection):
-                    connection.abort()
-            await self.lean.drain(1.0)
+            if not await self.lean.drain(timeout):
+                # Clients that never read our close frame: their transports would never finish closing.
+                for connection in list(node.connections.values()):
+                    if isinstance(connection, LeanConnection):
+                        connection.abort()
+                await self.lean.drain(1.0)
         await self.runner.cleanup()
         if self.listener is not None:
             try:

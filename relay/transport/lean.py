@@ -77,14 +77,18 @@ class LeanServer:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def drain(self, timeout: float) -> None:
-        """Wait for in-flight opens, subscribes and disconnects (shutdown, after close_connections)."""
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every connection is gone and cleaned up (shutdown, after close_connections).
+
+        A closed socket's clean-up starts only when its transport reports connection_lost, after the
+        close frame is written: so this waits on the node's connections too, not only on tasks.
+        """
         deadline = self.loop.time() + timeout
-        while self.tasks:
-            remaining = deadline - self.loop.time()
-            if remaining <= 0:
-                break
-            await asyncio.wait(set(self.tasks), timeout=remaining)
+        while self.node.connections or self.tasks:
+            if self.loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
 
 class HeadReader(asyncio.Protocol):
@@ -229,7 +233,7 @@ class LeanConnection(asyncio.Protocol):
         self.closed = False
         self._pending: list[bytes] | None = None  # outbound frames of this loop iteration
         self._buffer: bytearray | None = None  # an incomplete inbound frame
-        self._fragments: list[bytes] | None = None  # a fragmented message so far
+        self._fragments: bytearray | None = None  # a fragmented message so far
         self._opcode = 0  # the opcode of that fragmented message
         self._queue: list[str] | None = None  # messages waiting behind `_busy`
         self._busy: asyncio.Task[Any] | None = None  # the node coroutine this connection waits for
@@ -394,18 +398,18 @@ class LeanConnection(asyncio.Protocol):
         if opcode == wsframe.OP_CONTINUATION:
             if fragments is None:
                 raise wsframe.FrameError(wsframe.PROTOCOL_ERROR, "Continuation frame without a message to continue")
-            fragments.append(payload)
-            if sum(map(len, fragments)) > limit:
+            fragments += payload
+            if len(fragments) > limit:
                 raise wsframe.FrameError(wsframe.MESSAGE_TOO_BIG, f"Message is larger than {limit} bytes")
             if not fin:
                 return
             self._fragments = None
-            payload = b"".join(fragments)
+            payload = bytes(fragments)
             opcode = self._opcode
         elif fragments is not None:
             raise wsframe.FrameError(wsframe.PROTOCOL_ERROR, "New message before the fragmented one ended")
         elif not fin:
-            self._fragments = [payload]
+            self._fragments = bytearray(payload)
             self._opcode = opcode
             return
         if opcode == wsframe.OP_BINARY:

@@ -189,6 +189,17 @@ async def test_fragmented_message_is_reassembled_around_a_ping(server: RelayServ
     sock.close()
 
 
+async def test_message_in_thousands_of_fragments(server: RelayServer) -> None:
+    sock, _ = await connected(server)
+    payload = orjson.dumps({"event": "pusher:subscribe", "data": {"channel": "tiny", "pad": "p" * 3000}})
+    pieces = [frame(TEXT, payload[:1], fin=False)]
+    pieces += [frame(CONTINUATION, payload[i : i + 1], fin=False) for i in range(1, len(payload) - 1)]
+    pieces.append(frame(CONTINUATION, payload[-1:]))
+    await sock.write(b"".join(pieces))
+    assert (await expect_event(sock, "pusher_internal:subscription_succeeded"))["channel"] == "tiny"
+    sock.close()
+
+
 async def test_ping_gets_pong_with_same_payload(server: RelayServer) -> None:
     sock, _ = await connected(server)
     for payload in (b"", b"x", bytes(range(125))):
