@@ -22,7 +22,7 @@ from relay.protocol import errors
 from tests.integration.wire import TIMEOUT, Api, build_request, connect, inner, open_socket, ws_url
 from tests.support.fixtures import RelayFactory
 from tests.support.ports import free_port
-from tests.support.relay import to_toml
+from tests.support.relay import http_status, to_toml
 
 FULL_TOML = """
 host = "127.0.0.1"
@@ -369,6 +369,8 @@ async def test_sigterm_closes_connections_4200_and_exits_0(relay_factory: RelayF
     os.kill(relay.pid, signal.SIGTERM)
     frame = await client.expect("pusher:error")
     assert frame["data"]["code"] == errors.RECONNECT_IMMEDIATELY
+    # Shutdown has begun: readiness must no longer say 200 (503, or nothing listening any more).
+    assert await asyncio.to_thread(http_status, f"{relay.http_url}/ready") in (503, None)
     assert (await client.closed())[0] == errors.RECONNECT_IMMEDIATELY
     code = await asyncio.to_thread(relay._popen.wait, TIMEOUT)  # type: ignore[union-attr]
     assert code == 0, relay.log_tail()
