@@ -388,3 +388,23 @@ async def test_busy_channel_subscription_count_is_sent_at_most_every_five_second
         count("busy", 152),
     ]
     assert receiver.problems == []
+
+
+async def test_cache_miss_is_reported_once_for_clients_missing_together(
+    receiver: Receiver, relays: RelayStarter
+) -> None:
+    # One batch (it closes at the shutdown flush): the misses of every client in it collapse into one.
+    long = settings(batch_window=scaled(60.0), leave_delay=scaled(60.0))
+    server = await relays(relay_config([WebhookConfig(receiver.url, event_types=("cache_miss",))], long))
+    ann = await Client.connect(server.ws_url)
+    bob = await Client.connect(server.ws_url)
+    for client in (ann, bob):
+        await client.subscribe("cache-news")
+        await client.expect("pusher:cache_miss", "cache-news")
+    await ann.subscribe("cache-other")
+    await server.stop()
+    assert receiver.problems == []
+    assert same_events(
+        receiver.delivered_events(),
+        [{"name": "cache_miss", "channel": "cache-news"}, {"name": "cache_miss", "channel": "cache-other"}],
+    )
