@@ -100,7 +100,7 @@ async def test_cache_survives_the_channel_emptying_and_resubscribe_gets_it_again
 
 
 async def test_cached_event_expires_after_the_configured_ttl(relay_server: RelayServerFactory, http: Any) -> None:
-    ttl = 1.0
+    ttl = scaled(2.0)
     server = await relay_server(replace(APP, cache_ttl=ttl))
     signer = auth_sdk(APP.id, APP.key, APP.secret)
     sdk = Api(http, server.port).sdk(APP.id, APP.key, APP.secret)
