@@ -44,7 +44,7 @@ def fmt_mb(value: float) -> str:
 
 
 def format_line(result: Result, width: int = 22) -> str:
-    name = f"{result.server:<8} {result.scenario:<{width}}"
+    name = f"{result.server:<13} {result.scenario:<{width}}"
     if result.error:
         return f"{name} FAILED: {result.error}"
     return f"{name} {result.line}"
@@ -75,5 +75,5 @@ def ratio_lines(results: Iterable[Result], numerator: str = "relay", denominator
             better = "higher is better" if higher_is_better else "lower is better"
             parts.append(f"{key} {a / b:.2f}x ({better})")
         if parts:
-            lines.append(f"ratio {numerator}/{denominator} {scenario:<22} " + ", ".join(parts))
+            lines.append(f"ratio {numerator + '/' + denominator:<20} {scenario:<22} " + ", ".join(parts))
     return lines
