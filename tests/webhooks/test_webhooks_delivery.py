@@ -39,7 +39,7 @@ async def test_every_event_type_arrives_signed_and_validated(receiver: Receiver,
     await bob.subscribe("presence-room", user_id="2")
     await ann.subscribe("cache-news")
     # Wait for it: a later count in the same batch would replace this one.
-    counted = {"name": "subscription_count", "channel": "cache-news", "subscription_count": 1}
+    counted: dict[str, Any] = {"name": "subscription_count", "channel": "cache-news", "subscription_count": 1}
     await receiver.wait_for(lambda: counted in receiver.delivered_events())
     await bob.whisper("presence-room", "client-typing", {"typing": True})
     await ann.expect("client-typing", "presence-room")
@@ -47,7 +47,7 @@ async def test_every_event_type_arrives_signed_and_validated(receiver: Receiver,
     await ann.expect("pusher_internal:member_removed", "presence-room")
     await ann.close()
 
-    expected = [
+    expected: list[dict[str, Any]] = [
         {"name": "channel_occupied", "channel": "presence-room"},
         {"name": "member_added", "channel": "presence-room", "user_id": "1"},
         {"name": "member_added", "channel": "presence-room", "user_id": "2"},
