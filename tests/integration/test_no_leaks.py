@@ -22,8 +22,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from relay.adapters.local import LocalAdapter
-from relay.app import WEBHOOKS_KEY
-from relay.config import WEBHOOK_EVENT_TYPES, WebhookConfig, WebhookSettings
+from relay.app import WEBHOOKS_KEY, create_app
+from relay.config import WEBHOOK_EVENT_TYPES, Config, WebhookConfig, WebhookSettings
+from relay.node import Node
+from relay.server import start_server
 from relay.webhooks import WebhookDispatcher
 from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import (
@@ -81,9 +83,9 @@ def plan(index: int) -> list[tuple[str, str | None]]:
     return channels
 
 
-async def drive(server: RelayServer, signer: Any, index: int) -> None:
+async def drive(url: str, signer: Any, index: int) -> None:
     """One connection's life; how it ends depends on `index`."""
-    client = await connect(server.ws_url(), max_queue=None)
+    client = await connect(url, max_queue=None)
     ending = index % 5
     subscribed: list[str] = []
     if index % 4 == 0:
@@ -119,6 +121,39 @@ async def drive(server: RelayServer, signer: Any, index: int) -> None:
         await client.close()
 
 
+async def churn(url: str, signer: Any, sdk: Any, waves: int, per_wave: int) -> set[str]:
+    """`waves` x `per_wave` connections through their lives, BATCH at a time; returns the cache channels
+    that got an event."""
+    published: set[str] = set()
+    for wave in range(waves):
+        for first in range(wave * per_wave, (wave + 1) * per_wave, BATCH):
+            await asyncio.gather(*(drive(url, signer, index) for index in range(first, first + BATCH)))
+        # Cache channels get a last event between waves, so later subscribers take the cached path.
+        channel = f"cache-feed-{wave}"
+        await asyncio.to_thread(sdk.trigger, channel, "tick", str(wave))
+        published.add(channel)
+    return published
+
+
+async def assert_node_empty(node: Node, published: set[str], total: int) -> None:
+    await wait_until(lambda: not node.connections, scaled(30))
+    adapter = node.adapter
+    assert isinstance(adapter, LocalAdapter)
+    assert node.connections == {}
+    assert node.registry.is_empty(), list(node.registry.entries())[:10]
+    assert node.users == {}
+    assert adapter._connections == {}
+    assert adapter._subscriptions == {}, list(adapter._subscriptions)[:10]
+    assert adapter._members == {}, list(adapter._members)[:10]
+    assert adapter.is_empty()
+    # The cache is per channel with a TTL, not per socket: only the channels published to hold an event.
+    assert {channel for _, channel in adapter._cache} <= published
+    assert node.metrics.gauges["connections"]() == 0
+    assert node.metrics.connections_opened == total
+    assert node.metrics.connections_closed == total
+    assert len(node._verifiers) == 1 and len(node._settings) == 1
+
+
 async def read_until_pong(client: Client) -> list[dict[str, Any]]:
     await client.send({"event": "pusher:ping", "data": {}})
     frames = []
@@ -140,35 +175,12 @@ async def test_thousands_of_connections_leave_every_registry_empty(
     settings = WebhookSettings(batch_window=0.02, leave_delay=0.05)
     server = await relay_server(app, webhook=settings)
     node = server.node
-    adapter = node.adapter
-    assert isinstance(adapter, LocalAdapter)
     signer = auth_sdk(APP.id, APP.key, APP.secret)
     sdk = Api(http, server.port).sdk(APP.id, APP.key, APP.secret)
     started = time.monotonic()
-    published: set[str] = set()
-    for wave in range(WAVES):
-        for first in range(wave * PER_WAVE, (wave + 1) * PER_WAVE, BATCH):
-            await asyncio.gather(*(drive(server, signer, index) for index in range(first, first + BATCH)))
-        # Cache channels get a last event between waves, so later subscribers take the cached path.
-        channel = f"cache-feed-{wave}"
-        await asyncio.to_thread(sdk.trigger, channel, "tick", str(wave))
-        published.add(channel)
+    published = await churn(server.ws_url(), signer, sdk, WAVES, PER_WAVE)
+    await assert_node_empty(node, published, WAVES * PER_WAVE)
     total = WAVES * PER_WAVE
-
-    await wait_until(lambda: not node.connections, scaled(30))
-    assert node.connections == {}
-    assert node.registry.is_empty(), list(node.registry.entries())[:10]
-    assert node.users == {}
-    assert adapter._connections == {}
-    assert adapter._subscriptions == {}, list(adapter._subscriptions)[:10]
-    assert adapter._members == {}, list(adapter._members)[:10]
-    assert adapter.is_empty()
-    # The cache is per channel with a TTL, not per socket: only the channels published to hold an event.
-    assert {channel for _, channel in adapter._cache} <= published
-    assert node.metrics.gauges["connections"]() == 0
-    assert node.metrics.connections_opened == total
-    assert node.metrics.connections_closed == total
-    assert len(node._verifiers) == 1 and len(node._settings) == 1
     # The HTTP API sees the same: no channel left.
     channels = await asyncio.to_thread(sdk.channels_info)
     assert channels == {"channels": {}}
@@ -233,3 +245,23 @@ async def connect_refused(server: RelayServer) -> int:
     assert frame["event"] == "pusher:error", frame
     code, _ = await client.closed()
     return code
+
+
+async def test_lean_transport_leaves_nothing_either(http: Any) -> None:
+    """The same churn through `relay serve`'s default transport (relay.server.start_server, lean)."""
+    config = Config(host="127.0.0.1", port=0, apps=(replace(APP, client_event_rate=0),), transport="lean")
+    app = create_app(config)
+    running = await start_server(config, app)
+    try:
+        assert running.lean is not None
+        node = running.node
+        signer = auth_sdk(APP.id, APP.key, APP.secret)
+        sdk = Api(http, running.port).sdk(APP.id, APP.key, APP.secret)
+        url = f"ws://127.0.0.1:{running.port}/app/{APP.key}?protocol=7&client=js&version=8.6.0"
+        published = await churn(url, signer, sdk, 2, PER_WAVE)
+        await assert_node_empty(node, published, 2 * PER_WAVE)
+        lean = running.lean
+        await wait_until(lambda: not lean.tasks, scaled(10))
+        assert lean.outbox._dirty == []
+    finally:
+        await running.stop()
