@@ -172,7 +172,7 @@ class Session:
                 return _auth_error(channel, "Presence channels need channel_data")
             if not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, None):
                 return _auth_error(channel, _bad_signature(self.socket_id, channel))
-            return Member(self.user.user_id, self.user.user_info)
+            return self._sized_member(channel, self.user.user_id, self.user.user_info)
         if not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, channel_data):
             return _auth_error(channel, _bad_signature(self.socket_id, channel))
         try:
@@ -186,7 +186,10 @@ class Session:
             return _auth_error(channel, "channel_data needs a user_id (string or number)")
         if len(user_id) > self.settings.max_user_id_length:
             return _limit_error(channel, f"user_id is longer than {self.settings.max_user_id_length} characters")
-        user_info = parsed.get("user_info")
+        return self._sized_member(channel, user_id, parsed.get("user_info"))
+
+    def _sized_member(self, channel: str, user_id: str, user_info: Any) -> Member | Send:
+        """The user_info limit, for channel_data and sign-in identities alike."""
         if len(orjson.dumps(user_info)) > self.settings.max_presence_member_size:
             limit = self.settings.max_presence_member_size
             return _limit_error(channel, f"user_info is larger than {limit} bytes")

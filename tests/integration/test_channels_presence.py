@@ -331,3 +331,16 @@ async def test_presence_of_another_app_is_separate(relay_server: RelayServerFact
     frame = await client.expect("pusher_internal:subscription_succeeded", ROOM)
     assert inner(frame)["presence"]["ids"] == ["2"]
     await mine.expect_silence()
+
+
+async def test_signed_in_user_info_is_held_to_the_same_size_limit(relay_server: RelayServerFactory) -> None:
+    server = await relay_server(replace(APP, max_presence_member_size=64))
+    signer = auth_sdk(APP.id, APP.key, APP.secret)
+    client = await server.connect()
+    auth, user_data = signin_auth(signer, client.socket_id, {"id": "42", "user_info": {"bio": "x" * 100}})
+    await signin(client, auth, user_data)
+    await client.expect("pusher:signin_success")
+    # Joining with the sign-in identity (no channel_data) must not bypass the user_info limit.
+    await client.subscribe(ROOM, private_auth(signer, client.socket_id, ROOM))
+    await assert_refused(client, ROOM, "LimitReached", 4100)
+    await assert_usable(client, signer, "42")
