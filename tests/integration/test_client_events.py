@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from tests.integration.conftest import APP, RelayServer, RelayServerFactory
-from tests.integration.wire import Client, auth_sdk, inner, presence_auth, private_auth
+from tests.integration.wire import Client, auth_sdk, inner, presence_auth, private_auth, signin, signin_auth
 
 PRIVATE = "private-chat.1"
 PRESENCE = "presence-chat.1"
@@ -271,3 +271,29 @@ async def test_overlong_client_event_name_is_refused(server: RelayServer, signer
     assert len((await receiver.expect("client-" + "x" * 193, PRIVATE))["event"]) == 200
     await receiver.expect_silence()
     await assert_still_relays(sender, receiver, PRIVATE)
+
+
+async def test_socket_refused_by_a_full_presence_channel_cannot_send(relay_server: RelayServerFactory) -> None:
+    server = await relay_server(replace(APP, max_presence_members=2))
+    signer = auth_sdk(APP.id, APP.key, APP.secret)
+    sender, receiver = await pair(server, signer, PRESENCE)
+    late = await server.connect()
+    auth, data = presence_auth(signer, late.socket_id, PRESENCE, {"user_id": "3"})
+    await late.subscribe(PRESENCE, auth, data)
+    await late.expect("pusher:subscription_error", PRESENCE)
+    await late.send(whisper(PRESENCE))
+    await assert_error(late, 4009, channel=PRESENCE)
+    await sender.expect_silence()
+    await receiver.expect_silence()
+
+
+async def test_presence_joined_through_signin_carries_the_signed_in_user_id(server: RelayServer, signer: Any) -> None:
+    receiver = await joined(server, signer, PRESENCE, "2")
+    sender = await server.connect()
+    auth, user_data = signin_auth(signer, sender.socket_id, {"id": "77"})
+    await signin(sender, auth, user_data)
+    await sender.expect("pusher:signin_success")
+    await sender.subscribed(PRESENCE, private_auth(signer, sender.socket_id, PRESENCE))
+    await receiver.expect("pusher_internal:member_added", PRESENCE)
+    await sender.send(whisper(PRESENCE))
+    assert (await receiver.expect("client-typing", PRESENCE))["user_id"] == "77"
