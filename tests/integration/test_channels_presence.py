@@ -344,3 +344,18 @@ async def test_signed_in_user_info_is_held_to_the_same_size_limit(relay_server: 
     await client.subscribe(ROOM, private_auth(signer, client.socket_id, ROOM))
     await assert_refused(client, ROOM, "LimitReached", 4100)
     await assert_usable(client, signer, "42")
+
+
+async def test_resubscribe_as_another_user_switches_membership(server: RelayServer, signer: Any, sdk: Any) -> None:
+    watcher, _ = await join(server, signer, "9")
+    client, _ = await join(server, signer, "1")
+    await watcher.expect("pusher_internal:member_added", ROOM)
+    await subscribe(client, signer, ROOM, {"user_id": "2"})
+    frame = await client.expect("pusher_internal:subscription_succeeded", ROOM)
+    assert sorted(inner(frame)["presence"]["ids"]) == ["2", "9"]
+    assert inner(await watcher.expect("pusher_internal:member_removed", ROOM)) == {"user_id": "1"}
+    assert inner(await watcher.expect("pusher_internal:member_added", ROOM))["user_id"] == "2"
+    response = await asyncio.to_thread(sdk.users_info, ROOM)
+    assert sorted(user["id"] for user in response["users"]) == ["2", "9"]
+    await client.close()
+    assert inner(await watcher.expect("pusher_internal:member_removed", ROOM)) == {"user_id": "2"}
