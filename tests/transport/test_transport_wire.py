@@ -155,6 +155,15 @@ async def test_refusals_send_error_then_close(relay_server: RelayServerFactory) 
     assert not server.node.connections
 
 
+async def test_bare_line_feed_in_upgrade_head_is_refused_by_aiohttp_parser(server: RelayServer) -> None:
+    sock = await RawSocket.open(server.port)
+    key = base64.b64encode(os.urandom(16))
+    await sock.write(upgrade_request(APP_PATH, key).replace(b"\r\n\r\n", b"\r\nX-Odd: a\nb: c\r\n\r\n"))
+    status, _, _ = await sock.read_response()
+    assert status == 400
+    assert not server.node.connections
+
+
 async def test_origin_refused_4009(relay_server: RelayServerFactory) -> None:
     server = await relay_server(replace(APP, allowed_origins=("good.example",)))
     sock = await RawSocket.open(server.port)
