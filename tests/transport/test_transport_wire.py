@@ -135,6 +135,17 @@ async def test_frames_sent_with_the_request_are_handled_in_order(server: RelaySe
     sock.close()
 
 
+async def test_hundreds_of_subscribes_in_one_write_are_answered_in_order(server: RelayServer) -> None:
+    """More frames than the lean transport queues behind a pending join: reading pauses, nothing is lost."""
+    sock, _ = await connected(server)
+    await sock.write(b"".join(frame(TEXT, subscribe_frame(f"c{number}")) for number in range(300)))
+    for number in range(300):
+        assert (await expect_event(sock, "pusher_internal:subscription_succeeded"))["channel"] == f"c{number}"
+    await sock.write(frame(PING, b"end"))
+    assert (await sock.read_frame()).payload == b"end"
+    sock.close()
+
+
 async def test_refusals_send_error_then_close(relay_server: RelayServerFactory) -> None:
     server = await relay_server(APP, replace(APP, id="2", key="off", enabled=False))
     cases = {
