@@ -20,6 +20,8 @@ BACKLOG = 4096
 class RunningServer:
     """What start_server opened: aiohttp's runner, and with the lean transport its asyncio server."""
 
+    __slots__ = ("config", "lean", "listener", "node", "runner")
+
     def __init__(
         self,
         config: Config,
