@@ -167,12 +167,14 @@ class HeadReader(asyncio.Protocol):
         session = node.new_session(socket_id, app, server.loop.time())
         connection = LeanConnection(server, socket_id, app, session, transport)
         transport.set_protocol(connection)
-        # The open is scheduled before the 101 is queued, so connection_established usually shares its write.
-        connection.start(node.open(connection))
-        connection.send_wire(accepted)
         rest = buffer[head_end + 4 :]
-        if rest and not connection.closed:
+        if rest:
+            # Frames sent with the request: a pong written now must follow the 101.
+            connection.send_wire(accepted)
+            connection.start(node.open(connection), None)
             connection.data_received(rest)
+        else:
+            connection.start(node.open(connection), accepted)
 
     def _hand_over(self, transport: asyncio.Transport, buffer: bytes) -> None:
         """From now on the socket is aiohttp's, as if its own server had accepted it."""
@@ -272,7 +274,6 @@ class LeanConnection(asyncio.Protocol):
     def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
-        self.flush()
         self._end(wsframe.close_frame(code, reason))
 
     def abort(self) -> None:
@@ -281,19 +282,28 @@ class LeanConnection(asyncio.Protocol):
         self._transport.abort()
 
     def _end(self, close_frame: bytes) -> None:
+        """Queued frames and the close frame in one write, then close once they are sent."""
+        pending = self._pending
+        self._pending = None
         self.closed = True
         self._buffer = None
         self._fragments = None
         self._queue = None
         transport = self._transport
         if not transport.is_closing():
-            transport.write(close_frame)
+            transport.write(close_frame if pending is None else b"".join(pending) + close_frame)
             transport.close()
 
     # Node calls, in frame order ------------------------------------------------------------------
 
-    def start(self, opening: Coroutine[Any, Any, object]) -> None:
-        self._wait_for(opening)
+    def start(self, opening: Coroutine[Any, Any, object], accepted: bytes | None) -> None:
+        self._wait_for(self._open(opening, accepted) if accepted is not None else opening)
+
+    async def _open(self, opening: Coroutine[Any, Any, object], accepted: bytes) -> None:
+        # Queued from inside the task: connection_established, queued by the open, joins it in one write
+        # (queued from data_received, the 101 would often be flushed an iteration before the open runs).
+        self.send_wire(accepted)
+        await opening
 
     def _wait_for(self, coroutine: Coroutine[Any, Any, object]) -> None:
         task = self._busy = self._server.spawn(coroutine)
@@ -424,7 +434,6 @@ class LeanConnection(asyncio.Protocol):
     def _close_received(self, payload: bytes) -> None:
         """Answer the client's close frame (RFC 6455 §5.5.1) and end the connection."""
         if not payload:
-            self.flush()
             self._end(wsframe.empty_close_frame())
             return
         code = int.from_bytes(payload[:2], "big")
