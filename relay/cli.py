@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from relay import __version__
 from relay.app import create_app
 from relay.config import Config, ConfigError, load_config
-from relay.gc_tuning import tune_for_server
 from relay.server import start_server
 
 logger = logging.getLogger("relay")
@@ -82,7 +81,6 @@ window.Echo = new Echo({{
 async def serve(config: Config, reuse_port: bool = False) -> None:
     """Run until SIGINT/SIGTERM; then readiness turns false, connections close with 4200, state is cleaned."""
     app = create_app(config)
-    tune_for_server()
     server = await start_server(config, app, reuse_port=reuse_port)
     logger.info(
         "relay %s listening on http://%s:%s (%s transport, pid %s)",
