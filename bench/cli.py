@@ -91,7 +91,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="ARG",
-        help="extra argument for `relay serve`, repeatable (e.g. --relay-arg=--transport --relay-arg=lean)",
+        help="extra argument for `relay serve`, repeatable (e.g. --relay-arg=--transport --relay-arg=aiohttp)",
     )
     p.add_argument("--redis-port", type=int, default=7390, help="port of the Redis started for --cluster")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
