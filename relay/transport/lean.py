@@ -306,10 +306,13 @@ class LeanConnection(asyncio.Protocol):
         await opening
 
     def _wait_for(self, coroutine: Coroutine[Any, Any, object]) -> None:
-        task = self._busy = self._server.spawn(coroutine)
-        task.add_done_callback(self._resume)
+        server = self._server
+        task = self._busy = server.loop.create_task(coroutine)
+        server.tasks.add(task)
+        task.add_done_callback(self._resume)  # which also forgets it: one callback per task, not two
 
     def _resume(self, task: asyncio.Task[Any]) -> None:
+        self._server.tasks.discard(task)
         self._busy = None
         if not task.cancelled() and task.exception() is not None:
             logger.error("handling a frame failed for socket_id=%s", self.socket_id, exc_info=task.exception())
