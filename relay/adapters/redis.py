@@ -7,12 +7,16 @@ scripts (redis_state.py). Every call is also recorded in this node's share (shar
 while Redis is unreachable and is written back when it returns.
 
 Three links per session (redis_link.py), each one redis-py connection with hiredis parsing replies:
-cluster state (the commands of one loop iteration as one pipeline), PUBLISH (what is queued goes out as
-one pipeline per round trip) and a PubSub read by one task. Speed against the home-made RESP client
-this replaced, measured on the shared 2-core machine (load average near 8, so +-30 %), two nodes and
-the load in one process on asyncio's loop: cluster-state Lua calls 7,000-11,000/s from 200 concurrent
-callers (RESP client 6,000-13,000/s); events through pub/sub, published on one node and received on
-the other, 19,000-23,000 events/s end to end (RESP client 24,000-30,000/s), i.e. up to ~25 % slower.
+cluster state (the commands of one loop iteration as one pipeline), PUBLISH (what is queued goes out
+as calls of lua/publish.lua, 500 envelopes each, one pipeline per round trip) and a PubSub read by one
+task. Speed against the home-made RESP client this replaced, as events per CPU-second of one node
+process (what decides how many events a node can move; wall-clock figures on the shared 2-core machine
+swung by 2x between runs), asyncio loop, 300,000 events of 140 bytes: publishing 109k-128k (RESP client
+131k-158k, so about 20 % slower), receiving 103k-118k (RESP client 82k-112k). A plain pipeline of
+PUBLISH commands reached only about half of the publishing figure. Cluster-state Lua calls: about
+31k per CPU-second from 200 concurrent callers (RESP client 21k-31k), but a lone caller awaiting one
+call at a time costs twice the CPU (3.5k vs 5k-7k per CPU-second): redis-py's pipeline machinery per
+round trip. The RESP client also never connected under uvloop, relay's default loop.
 """
 
 from __future__ import annotations
