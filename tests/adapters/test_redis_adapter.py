@@ -223,3 +223,28 @@ async def test_metrics_show_the_redis_adapter(aiohttp_client: Any, redis_process
     assert "relay_redis_connected 1.0" in text
     assert "relay_redis_outages 0" in text
     assert "relay_redis_publishes_dropped 0" in text
+
+
+async def test_a_killed_link_is_an_outage_not_a_silent_reconnect(
+    make_redis_node: NodeFactory, redis_process: RedisProcess
+) -> None:
+    a, b = await make_redis_node("a"), await make_redis_node("b")
+    await b.subscribe("news", "b1")
+    await b.settle()
+    client = Redis.from_url(redis_process.url)
+    try:
+        killed = await client.client_kill_filter(_type="pubsub")  # b's and a's pub/sub links
+    finally:
+        await client.aclose()
+    assert killed == 2
+    # redis-py would re-subscribe behind our back; the adapter must notice, count and re-open instead.
+    await wait_until(lambda: redis_of(a).outages == 1 and redis_of(b).outages == 1, "both outages counted")
+    await asyncio.gather(redis_of(a).wait_connected(), redis_of(b).wait_connected())
+    await b.settle()
+    assert await a.adapter.subscription_count(APP, "news") == 1
+    for n in range(20):
+        a.adapter.publish(event("news", n))
+    await b.listener.wait_for(lambda: len(b.listener.frames("news")) >= 20, "20 events after the reconnect")
+    a.adapter.publish(event("news", 999))
+    await b.listener.wait_for(lambda: event("news", 999).frame in b.listener.frames("news"), "the last event")
+    assert b.listener.frames("news") == [event("news", n).frame for n in (*range(20), 999)]
