@@ -38,6 +38,7 @@ Command: TypeAlias = tuple[Arg, ...]
 RedisReplyError: TypeAlias = ResponseError  # Redis answered a command with an error reply
 
 MAX_BATCH: Final = 10_000  # commands per pipeline; the rest go in the next one
+ARG_SECONDS: Final = 20e-6  # pipeline time allowed per argument, beyond the link's timeout (generous for Redis)
 
 
 class RedisUnavailable(ConnectionError):
@@ -157,8 +158,10 @@ class PipelinedLink:
         for args in commands:
             pipe.execute_command(*args)
         self.batches += 1
-        # One timeout per pipeline, not redis-py's per read (socket_timeout): it costs per reply.
-        async with asyncio.timeout(self.timeout):
+        # One timeout per pipeline, not redis-py's per read (socket_timeout): that costs per reply. It grows
+        # with the arguments, so re-writing a big node's state after an outage is not taken for a dead Redis.
+        budget = self.timeout + ARG_SECONDS * sum(len(args) for args in commands)
+        async with asyncio.timeout(budget):
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
