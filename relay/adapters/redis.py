@@ -516,6 +516,7 @@ class RedisAdapter:
         while self._outbox or not session.publish_idle.is_set():
             if not session.publisher.is_open:
                 raise RedisUnavailable("publish link to Redis lost")
+            session.publish_idle.clear()  # a set Event would not yield: the publisher must run first
             session.publish_wake.set()
             await session.publish_idle.wait()
 

@@ -248,3 +248,14 @@ async def test_a_killed_link_is_an_outage_not_a_silent_reconnect(
     a.adapter.publish(event("news", 999))
     await b.listener.wait_for(lambda: event("news", 999).frame in b.listener.frames("news"), "the last event")
     assert b.listener.frames("news") == [event("news", n).frame for n in (*range(20), 999)]
+
+
+async def test_graceful_close_sends_every_queued_publish_first(make_redis_node: NodeFactory) -> None:
+    a, b = await make_redis_node("a"), await make_redis_node("b")
+    await b.subscribe("news", "b1")
+    await b.settle()
+    for n in range(2000):
+        a.adapter.publish(event("news", n))
+    await asyncio.wait_for(a.adapter.close(), TIMEOUT)  # at once: most are still queued
+    await b.listener.wait_for(lambda: len(b.listener.frames("news")) >= 2000, "2000 events sent before close")
+    assert b.listener.frames("news") == [event("news", n).frame for n in range(2000)]
