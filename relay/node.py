@@ -68,10 +68,16 @@ class WebhookSink(Protocol):
     def notify(self, app: AppConfig, event: Mapping[str, Any]) -> None:
         """Queue one webhook event for `app`; never blocks."""
 
+    def wants(self, app: AppConfig, name: str) -> bool:
+        """Whether some webhook of `app` takes events named `name` (skips work for events nobody wants)."""
+
 
 class NoWebhooks:
     def notify(self, app: AppConfig, event: Mapping[str, Any]) -> None:
         pass
+
+    def wants(self, app: AppConfig, name: str) -> bool:
+        return False
 
 
 def session_settings(app: AppConfig) -> SessionSettings:
@@ -279,6 +285,7 @@ class Node:
                 self.adapter.channel_occupied_locally(app.id, channel)
             if await self.adapter.add_subscription(app.id, channel, socket_id):
                 self.webhooks.notify(app, {"name": "channel_occupied", "channel": channel})
+            await self._subscription_count_changed(app, channel)
         if join.channel_type.is_cache:
             await self._send_cached(connection, channel)
 
@@ -304,6 +311,14 @@ class Node:
                 self.member_removed(app, channel, leave.user_id)
         if await self.adapter.remove_subscription(app.id, channel, socket_id):
             self.webhooks.notify(app, {"name": "channel_vacated", "channel": channel})
+        await self._subscription_count_changed(app, channel)
+
+    async def _subscription_count_changed(self, app: AppConfig, channel: str) -> None:
+        """The opt-in subscription_count webhook (PROTOCOL.md §7): cluster-wide count, never for presence."""
+        if is_presence(channel) or not self.webhooks.wants(app, "subscription_count"):
+            return
+        count = await self.adapter.subscription_count(app.id, channel)
+        self.webhooks.notify(app, {"name": "subscription_count", "channel": channel, "subscription_count": count})
 
     def member_removed(self, app: AppConfig, channel: str, user_id: str) -> None:
         frame = messages.member_removed(channel, user_id)
