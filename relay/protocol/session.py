@@ -82,6 +82,8 @@ class Session:
         # presence channel -> this socket's user_info there (to rebuild cluster state after an outage)
         self.member_info: dict[str, Any] = {}
         self.user: _User | None = None
+        # Set once the authorized-connection deadline is met by a private/presence subscription (§2.6.7).
+        self._authorized = False
         self._tokens = settings.client_event_rate
         self._tokens_at = now
 
@@ -272,11 +274,15 @@ class Session:
         if self.closed:
             return []
         deadline = self.settings.user_authentication_timeout
-        if deadline > 0 and self.user is None and now - self.connected_at >= deadline:
+        if deadline > 0 and self.user is None and not self._authorized and now - self.connected_at >= deadline:
+            # Like Pusher's authorized connections: a private or presence subscription in time also counts.
+            if any(channel_type(channel).needs_auth for channel in self.channels):
+                self._authorized = True
+                return self.tick(now)
             return self._refuse(
                 errors.PusherError(
                     errors.CONNECTION_UNAUTHORIZED,
-                    "Sign-in is required and did not happen in time",
+                    "Connection not authorized: no sign-in or private subscription in time",
                     close=True,
                 )
             )

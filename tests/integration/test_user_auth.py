@@ -5,7 +5,8 @@ the SDK's `send_to_user` and `terminate_user_connections`. Decided behaviour: a 
 `pusher:error` 4009 then close 4009; malformed user data and signing in as a second user are error frames
 only; `#server-to-user-<id>` is open only to the socket signed in as `<id>`; terminate closes every
 connection of that user with 4009 and nobody else's; an app that requires sign-in closes a connection that
-has not signed in within `user_authentication_timeout` with 4009.
+has neither signed in nor subscribed to a private or presence channel within `user_authentication_timeout`
+with 4009.
 """
 
 from __future__ import annotations
@@ -287,6 +288,9 @@ async def test_required_signin_closes_unsigned_connections_with_4009(relay_serve
     public_only = await server.connect()
     await public_only.subscribed("news")
     diligent = await signed_in(server, signer, "1")
+    # Pusher's authorized connections: a private subscription in time counts like a sign-in (PROTOCOL.md §2.6.7).
+    authorized = await server.connect()
+    await authorized.subscribed("private-orders", private_auth(signer, authorized.socket_id, "private-orders"))
     for client in (lazy, public_only):
         async with asyncio.timeout(scaled(timeout + 4)):
             data = await error_data(client)
@@ -295,7 +299,9 @@ async def test_required_signin_closes_unsigned_connections_with_4009(relay_serve
         assert close_code == 4009
     assert time.monotonic() - started >= timeout * 0.9  # not closed before the deadline
     await diligent.expect_silence()  # signed in: kept
-    await wait_until(lambda: len(server.node.connections) == 1)
+    await authorized.expect_silence()  # subscribed to a private channel in time: kept
+    await wait_until(lambda: len(server.node.connections) == 2)
+    assert set(server.node.connections) == {diligent.socket_id, authorized.socket_id}
 
 
 async def test_signin_not_required_by_default(relay_server: RelayServerFactory) -> None:

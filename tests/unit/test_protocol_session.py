@@ -273,6 +273,16 @@ def test_required_signin_deadline_closes_4009() -> None:
     assert isinstance(actions[-1], Close) and actions[-1].code == errors.CONNECTION_UNAUTHORIZED
 
 
+def test_private_subscription_in_time_meets_the_signin_deadline() -> None:
+    s = session(user_authentication_timeout=5.0)
+    good = signing.channel_auth(KEY, SECRET, SOCKET_ID, "private-a")
+    assert isinstance(s.receive(subscribe("private-a", good), 1.0)[0], Join)
+    assert s.tick(5.0) == []
+    s.receive(frame("pusher:unsubscribe", {"channel": "private-a"}), 6.0)
+    assert s.tick(7.0) == []  # the deadline was met once; leaving the channel later does not undo it
+    assert not s.closed
+
+
 def test_message_size_limit_counts_utf8_bytes() -> None:
     s = session(max_message_size=1000)
     # 480 two-byte characters: under 1000 characters, but with the envelope over 1000 bytes.
