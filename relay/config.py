@@ -124,6 +124,8 @@ class Config:
     max_outbound_buffer: int = 4_194_304
     # Seconds to drain connections and flush webhooks on SIGTERM.
     shutdown_timeout: float = 10.0
+    # Seconds /ready answers 503 on SIGTERM before the port closes, so load balancers stop routing here first.
+    shutdown_grace: float = 1.0
     # "lean": WebSocket frames on the raw transport (about 2 KB per idle connection); "aiohttp": its
     # WebSocketResponse. HTTP is served by aiohttp either way.
     transport: str = "lean"
@@ -250,6 +252,7 @@ _RELAY_SERVER: Final = {
     "RELAY_MAX_REQUEST_SIZE": "max_request_size",
     "RELAY_MAX_OUTBOUND_BUFFER": "max_outbound_buffer",
     "RELAY_SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "RELAY_SHUTDOWN_GRACE": "shutdown_grace",
     "RELAY_TRANSPORT": "transport",
 }
 
@@ -366,6 +369,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"path: must start with / and not end with /, got {config.path!r}")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
+    if not 0 <= config.shutdown_grace <= config.shutdown_timeout:
+        raise ConfigError(f"shutdown_grace: must be between 0 and shutdown_timeout, got {config.shutdown_grace}")
     if config.transport not in ("lean", "aiohttp"):
         raise ConfigError(f"transport: expected lean or aiohttp, got {config.transport!r}")
     seen_ids: set[str] = set()

@@ -44,12 +44,15 @@ class RunningServer:
         return self.runner.addresses[0][1] if self.runner.addresses else self.config.port
 
     async def stop(self) -> None:
-        """Readiness false, no new sockets, every connection closed with 4200, state cleaned, then stop."""
+        """Readiness false, every connection closed with 4200, new ones refused with 4100; after the grace
+        period the port closes, state is cleaned up and the server stops."""
         node = self.node
         node.accepting = False
         timeout = self.config.shutdown_timeout
+        # The port stays open for the grace period, so load balancers see /ready answer 503 (and new
+        # WebSocket clients get 4100) rather than a refused connection.
+        grace = asyncio.ensure_future(asyncio.sleep(self.config.shutdown_grace))
         if self.listener is not None and self.lean is not None:
-            self.listener.close()
             node.close_connections()
             if not await self.lean.drain(timeout):
                 # Clients that never read our close frame: their transports would never finish closing.
@@ -57,6 +60,11 @@ class RunningServer:
                     if isinstance(connection, LeanConnection):
                         connection.abort()
                 await self.lean.drain(1.0)
+        else:
+            node.close_connections()
+        await grace
+        if self.listener is not None:
+            self.listener.close()
         await self.runner.cleanup()
         if self.listener is not None:
             try:

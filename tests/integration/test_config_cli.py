@@ -381,3 +381,22 @@ def test_config_error_is_a_value_error_naming_the_field() -> None:
         load_config(
             env={"RELAY_APP_ID": "1", "RELAY_APP_KEY": "k", "RELAY_APP_SECRET": "s", "RELAY_APP_MAX_MESSAGE_SIZE": "10"}
         )
+
+
+async def test_readiness_answers_503_while_connections_drain(relay_factory: RelayFactory) -> None:
+    relay = relay_factory(env={"RELAY_SHUTDOWN_GRACE": "2"})
+    # A connected client, closed with 4200 at once: readiness must still be seen false before the port closes.
+    client = await connect(relay.ws_url())
+    await client.subscribed("news")
+    assert await asyncio.to_thread(http_status, f"{relay.http_url}/ready") == 200
+    os.kill(relay.pid, signal.SIGTERM)
+    statuses: list[int | None] = []
+    for _ in range(20):  # the grace period lasts 2 s; 503 must be seen well within it
+        statuses.append(await asyncio.to_thread(http_status, f"{relay.http_url}/ready"))
+        if statuses[-1] == 503:
+            break
+        await asyncio.sleep(0.05)
+    assert statuses[-1] == 503, statuses
+    code = await asyncio.to_thread(relay._popen.wait, TIMEOUT)  # type: ignore[union-attr]
+    assert code == 0, relay.log_tail()
+    assert (await client.closed())[0] == errors.RECONNECT_IMMEDIATELY
