@@ -399,4 +399,5 @@ async def test_readiness_answers_503_while_connections_drain(relay_factory: Rela
     assert statuses[-1] == 503, statuses
     code = await asyncio.to_thread(relay._popen.wait, TIMEOUT)  # type: ignore[union-attr]
     assert code == 0, relay.log_tail()
+    assert (await client.expect("pusher:error"))["data"]["code"] == errors.RECONNECT_IMMEDIATELY
     assert (await client.closed())[0] == errors.RECONNECT_IMMEDIATELY
