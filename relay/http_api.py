@@ -43,7 +43,7 @@ class ApiError(web.HTTPException):
 
     def __init__(self, status: int, message: str) -> None:
         self.status_code = status
-        super().__init__(body=orjson.dumps({"error": message}), content_type="application/json")
+        super().__init__(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
 
 
 def http_error(status: int, message: str) -> NoReturn:
