@@ -254,44 +254,52 @@ class Node:
                     raise AssertionError("Join and Leave need _execute")
 
     async def _join(self, connection: Connection, join: Join) -> None:
+        """Cluster state first, then subscription_succeeded: once a client hears it is subscribed, an event
+        published on any node reaches it (this node's Redis SUBSCRIBE is written before add_subscription's
+        reply can be read). The socket enters the registry only right before the success frame, with no
+        await in between, so no channel event or member change can precede that frame or the cached event."""
         app = connection.app
         channel = join.channel
         socket_id = connection.socket_id
         member = join.member
         already = self.registry.contains(app.id, channel, socket_id)
-        if member is None:
-            connection.send(messages.subscription_succeeded(channel))
-        else:
-            first_for_user = False
-            if not already:
-                members = await self.adapter.members(app.id, channel)
-                if member.user_id not in members and len(members) >= app.max_presence_members:
+        first_for_user = False
+        if not already:
+            if member is not None:
+                current = await self.adapter.members(app.id, channel)
+                if member.user_id not in current and len(current) >= app.max_presence_members:
                     connection.session.join_refused(channel)
                     limit = f"Presence channel is full ({app.max_presence_members} members)"
                     frame = messages.subscription_error(channel, "LimitReached", limit, errors.OVER_CAPACITY)
                     connection.send(frame)
                     return
+            if not self.registry.subscribers(app.id, channel):
+                self.adapter.channel_occupied_locally(app.id, channel)
+            if member is not None:
                 first_for_user = await self.adapter.add_member(
                     app.id, channel, socket_id, member.user_id, member.user_info
                 )
-            members = await self.adapter.members(app.id, channel)
-            connection.send(messages.presence_subscription_succeeded(channel, members))
-            if first_for_user:
-                frame = messages.member_added(channel, member.user_id, member.user_info)
-                self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame, socket_id))
-                self.webhooks.notify(app, {"name": "member_added", "channel": channel, "user_id": member.user_id})
-        if not already:
-            if self.registry.add(app.id, channel, socket_id, connection):
-                self.adapter.channel_occupied_locally(app.id, channel)
             if await self.adapter.add_subscription(app.id, channel, socket_id):
                 self.webhooks.notify(app, {"name": "channel_occupied", "channel": channel})
             await self._subscription_count_changed(app, channel)
+        members = None if member is None else await self.adapter.members(app.id, channel)
+        cached = await self.adapter.get_cache(app.id, channel) if join.channel_type.is_cache else None
+        # Again: the channel may have been vacated here (its last local subscriber left) while we awaited.
+        if not already and self.registry.add(app.id, channel, socket_id, connection):
+            self.adapter.channel_occupied_locally(app.id, channel)
+        if members is None:
+            connection.send(messages.subscription_succeeded(channel))
+        else:
+            connection.send(messages.presence_subscription_succeeded(channel, members))
+        if member is not None and first_for_user:
+            frame = messages.member_added(channel, member.user_id, member.user_info)
+            self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame, socket_id))
+            self.webhooks.notify(app, {"name": "member_added", "channel": channel, "user_id": member.user_id})
         if join.channel_type.is_cache:
-            await self._send_cached(connection, channel)
+            self._send_cached(connection, channel, cached)
 
-    async def _send_cached(self, connection: Connection, channel: str) -> None:
+    def _send_cached(self, connection: Connection, channel: str, cached: CachedEvent | None) -> None:
         app = connection.app
-        cached = await self.adapter.get_cache(app.id, channel)
         if cached is None:
             connection.send(messages.cache_miss(channel))
             self.webhooks.notify(app, {"name": "cache_miss", "channel": channel})
