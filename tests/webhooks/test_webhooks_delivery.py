@@ -403,6 +403,8 @@ async def test_cache_miss_is_reported_once_for_clients_missing_together(
         await client.expect("pusher:cache_miss", "cache-news")
     await ann.subscribe("cache-other")
     await server.stop()
+    await ann.close()
+    await bob.close()
     assert receiver.problems == []
     assert same_events(
         receiver.delivered_events(),
