@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from typing import Final
 
 from relay import __version__
 from relay.app import create_app
@@ -99,20 +102,56 @@ async def serve(config: Config, reuse_port: bool = False) -> None:
     await server.stop()
 
 
+# A worker that dies sooner than this after its start is not restarted: it would only fail again
+# (the port taken, Redis refusing us), so the whole server stops with its exit code instead.
+WORKER_MIN_LIFETIME: Final = 5.0
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> None:
+    """In each worker, before exec: SIGTERM when the parent dies, even by SIGKILL (Linux prctl)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _run_workers(config: Config, argv: Sequence[str]) -> int:
-    """N copies of this server on one port (SO_REUSEPORT), sharing state through Redis."""
+    """N copies of this server on one port (SO_REUSEPORT), sharing state through Redis.
+
+    A worker that crashes is started again, so the port keeps N processes behind it; SIGTERM and
+    SIGINT are passed on to every worker and the parent returns once all have exited.
+    """
     args = [sys.executable, "-m", "relay", *argv, "--workers", "1", "--reuse-port"]
-    children = [subprocess.Popen(args) for _ in range(config.workers)]
+    stopping = False
+    failure = 0  # the exit code of a worker that died at start-up, which the parent then returns
+
+    def spawn() -> tuple[subprocess.Popen[bytes], float]:
+        return subprocess.Popen(args, preexec_fn=_die_with_parent), time.monotonic()
+
+    children = [spawn() for _ in range(config.workers)]
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for child, _ in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes)
+    while not all(child.poll() is not None for child, _ in children) or not stopping:
+        for index, (child, started) in enumerate(children):
+            code = child.poll()
+            if code is None or stopping:
+                continue
+            if time.monotonic() - started < WORKER_MIN_LIFETIME:
+                print(f"relay: worker {child.pid} exited with {code} right after starting; stopping", file=sys.stderr)
+                failure = abs(code) or 1
+                forward(signal.SIGTERM, None)
+                break
+            print(f"relay: worker {child.pid} exited with {code}; starting a new one", file=sys.stderr)
+            children[index] = spawn()
+        time.sleep(0.1)
+    return failure or max(abs(int(child.returncode)) for child, _ in children)
 
 
 def _without_workers_flag(arguments: Sequence[str]) -> list[str]:

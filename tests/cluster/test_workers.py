@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +155,48 @@ def test_sigterm_to_the_parent_stops_every_worker(workers_relay: tuple[RelayProc
         time.sleep(0.05)
     assert not [pid for pid in workers if alive(pid)], "workers outlived their parent"
     assert not tcp_inodes(parent.port, _LISTEN), "the port is still listening"
+
+
+def test_a_crashed_worker_is_replaced_and_workers_die_with_the_parent(
+    workers_relay: tuple[RelayProcess, set[int]],
+) -> None:
+    parent, workers = workers_relay
+    victim = min(workers)
+    time.sleep(scaled(5))  # past the start-up window in which a crash stops the whole server
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        current = children_of(parent.pid)
+        listening = per_worker(current, parent.port, _LISTEN)
+        if victim not in current and len(current) == WORKERS and all(listening.values()):
+            break
+        assert time.monotonic() < deadline, f"no replacement worker: {listening}\n{parent.log_tail()}"
+        time.sleep(0.05)
+    assert alive(parent.pid)
+    replacement = current - workers
+    assert len(replacement) == 1
+    workers |= replacement  # the fixture also stops it if this test fails
+
+    # A parent killed without warning takes its workers with it (PR_SET_PDEATHSIG), leaving no orphan.
+    os.kill(parent.pid, signal.SIGKILL)
+    deadline = time.monotonic() + TIMEOUT
+    while any(alive(pid) for pid in current) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in current if alive(pid)], "workers outlived a killed parent"
+
+
+def test_workers_that_cannot_start_stop_the_server_with_their_error(redis_process: RedisProcess) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        args = ["--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--redis-url", redis_process.url]
+        result = subprocess.run(
+            [sys.executable, "-m", "relay", "serve", *args], capture_output=True, text=True, timeout=STARTUP_TIMEOUT
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 1, result.stderr
+    assert "address already in use" in result.stderr
+    assert "right after starting; stopping" in result.stderr
