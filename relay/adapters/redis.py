@@ -6,7 +6,11 @@ and channel, whatever the number of subscribers. Cluster state lives in Redis be
 scripts (redis_state.py). Every call is also recorded in this node's share (share.py), which answers
 while Redis is unreachable and is written back when it returns.
 
-Three links per session (redis_link.py), each one redis-py connection with hiredis parsing replies:
+Three links per session (redis_link.py), each one redis-py connection (hiredis parses replies when it is
+installed; it is not a dependency yet: with it, the webhooks RedisStore tests hang at teardown in about half
+the runs, a cancelled blocking command in that store, so the figures below, measured with hiredis, are
+the receiving side's best case; without it a receiver flooded at 60k events/s fell behind until Redis
+dropped it as a slow subscriber, which the adapter handles as an outage):
 cluster state (the commands of one loop iteration as one pipeline), PUBLISH (what is queued goes out
 as calls of lua/publish.lua, 500 envelopes each, one pipeline per round trip) and a PubSub read by one
 task. Speed against the home-made RESP client this replaced, as events per CPU-second of one node
