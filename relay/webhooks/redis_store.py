@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 HOLD_KEY_TTL_MS: Final = 24 * 3600 * 1000
 # Held leaves and retries handled per script call, so one call never blocks Redis for long.
 SCRIPT_BATCH: Final = 200
+# Seconds allowed for each step of close(); past it the in-flight deliveries are recovered by another node.
+CLOSE_TIMEOUT: Final = 3.0
 
 # KEYS[1] ready, KEYS[2] retry. ARGV[1] limit (deliveries), ARGV[2..] Delivery JSON.
 # Returns how many were queued, in order; the rest would pass the limit.
@@ -180,15 +182,21 @@ class RedisStore:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         try:
-            await self._client.delete(self._alive)
-            moved = await self._recover(self.node_id, force=True)
+            # Bounded: a Redis that hangs must not hold up shutdown (nor a test run) for ever.
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._client.delete(self._alive)
+                moved = await self._recover(self.node_id, force=True)
             if moved:
                 logger.info("webhooks: handed %d in-flight deliveries back to the shared queue", moved)
         except Exception:
             # Not fatal: with our alive key expiring, another node hands them back after node_timeout.
             logger.exception("webhooks: could not hand in-flight deliveries back on close (node %s)", self.node_id)
         finally:
-            await self._client.aclose()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._client.aclose()
+            except TimeoutError:
+                logger.warning("webhooks: Redis connections did not close within %gs", CLOSE_TIMEOUT)
         return 0
 
     async def _beat(self) -> None:
