@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 NODE_KEY = web.AppKey("relay.node", Node)
 CONFIG_KEY = web.AppKey("relay.config", Config)
 WEBHOOKS_KEY = web.AppKey("relay.webhooks", WebhookDispatcher)
+HTTP_API_KEY = web.AppKey("relay.http_api", HttpApi)
 
 
 def make_adapter(config: Config) -> Adapter:
@@ -74,6 +75,7 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     app.router.add_get("/metrics", metrics_endpoint)
     http_api = HttpApi(node, apps, prefix)
     http_api.add_routes(app.router)
+    app[HTTP_API_KEY] = http_api  # the lean transport answers signed publishes with it directly
     WebhookApi(http_api, webhooks, prefix).add_routes(app.router)
     # Any other path: a WebSocket upgrade gets close code 4005, plain HTTP a JSON 404.
     app.router.add_get("/{tail:.*}", endpoint.wrong_path)

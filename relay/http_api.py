@@ -34,6 +34,8 @@ TIMESTAMP_WINDOW: Final = 600
 EVENT_INFO: Final = frozenset({"user_count", "subscription_count"})
 CHANNEL_INFO: Final = frozenset({"user_count", "subscription_count", "cache"})
 CHANNELS_INFO: Final = frozenset({"user_count", "subscription_count"})
+# `{}`, the answer to almost every publish: no encoding per request.
+EMPTY_OBJECT: Final = b"{}"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,7 +45,8 @@ class ApiError(web.HTTPException):
 
     def __init__(self, status: int, message: str) -> None:
         self.status_code = status
-        super().__init__(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
+        self.body_bytes = orjson.dumps({"error": message})
+        super().__init__(text=self.body_bytes.decode(), content_type="application/json")
 
 
 def http_error(status: int, message: str) -> NoReturn:
@@ -54,9 +57,8 @@ def json_response(payload: Mapping[str, Any], status: int = 200) -> web.Response
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
-def empty_response() -> web.Response:
-    """`{}`, the answer to almost every publish: no encoding per request."""
-    return web.Response(body=b"{}", content_type="application/json")
+def _response(status: int, body: bytes) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def query_params(raw_query: str) -> list[tuple[str, str]]:
@@ -109,11 +111,23 @@ class HttpApi:
 
     async def authenticate(self, request: web.Request) -> SignedRequest:
         """Pusher's request signature, checked as every official SDK signs it (§6.3)."""
-        self._node.metrics.http_requests += 1
         # The raw query: yarl's query_string is decoded already, and decoding twice turns %26 into a separator.
-        params = query_params(request.rel_url.raw_query_string)
+        app, query = self.check_signature(
+            request.method, request.raw_path, request.rel_url.raw_query_string, request.match_info.get("app_id")
+        )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            http_error(413, "Request body is too large")
+        return self.check_body(app, query, body)
+
+    def check_signature(
+        self, method: str, raw_target: str, raw_query: str, app_id: str | None
+    ) -> tuple[AppConfig, dict[str, str]]:
+        """Every check that needs no body: the app, the auth parameters, the timestamp and the signature."""
+        self._node.metrics.http_requests += 1
+        params = query_params(raw_query)
         query = dict(params)
-        app_id = request.match_info.get("app_id")
         if app_id is not None:
             app = self._apps.by_id(app_id)
             if app is None:
@@ -138,12 +152,13 @@ class HttpApi:
             http_error(
                 401, f"Timestamp expired: given {timestamp} is not within {TIMESTAMP_WINDOW}s of server time {now}"
             )
-        if not self._signature_ok(request, app, params, query["auth_signature"]):
+        if not self._signature_ok(method, raw_target, app, params, query["auth_signature"]):
             http_error(401, "Invalid signature: expected HMAC SHA256 hex digest of METHOD\\npath\\nsorted query")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            http_error(413, "Request body is too large")
+        return app, query
+
+    @staticmethod
+    def check_body(app: AppConfig, query: Mapping[str, str], body: bytes) -> SignedRequest:
+        """The checks that need the body (body_md5), then whether the app is enabled."""
         expected_md5 = query.get("body_md5")
         if body and expected_md5 is None:
             http_error(401, "Missing body_md5 query parameter for a request with a body")
@@ -154,15 +169,15 @@ class HttpApi:
         return SignedRequest(app, body)
 
     def _signature_ok(
-        self, request: web.Request, app: AppConfig, params: list[tuple[str, str]], signature: str
+        self, method: str, raw_target: str, app: AppConfig, params: list[tuple[str, str]], signature: str
     ) -> bool:
-        raw_path = request.raw_path.split("?", 1)[0]
+        raw_path = raw_target.split("?", 1)[0]
         candidates = [raw_path]
         if "%" in raw_path:
             candidates.append(unquote(raw_path))
         if self._prefix and raw_path.startswith(self._prefix):
             candidates.append(raw_path[len(self._prefix) :])
-        return verify_request_signature_any(app.secret, request.method, candidates, params, signature)
+        return verify_request_signature_any(app.secret, method, candidates, params, signature)
 
     # Validation ----------------------------------------------------------------------------------
 
@@ -237,17 +252,38 @@ class HttpApi:
 
     async def events(self, request: web.Request) -> web.Response:
         signed = await self.authenticate(request)
-        event = self._event(signed.app, self._json_object(signed.body), batch=False)
-        await self._node.publish(signed.app, event.channels, event.name, event.data, event.socket_id)
-        if not event.info:
-            return empty_response()
-        channels = {
-            channel: await self._channel_attributes(signed.app, channel, event.info) for channel in event.channels
-        }
-        return json_response({"channels": channels})
+        return _response(*await self._publish_events(signed))
 
     async def batch_events(self, request: web.Request) -> web.Response:
         signed = await self.authenticate(request)
+        return _response(*await self._publish_batch(signed))
+
+    async def publish_request(
+        self, method: str, raw_target: str, raw_query: str, app_id: str, body: bytes, *, batch: bool
+    ) -> tuple[int, bytes]:
+        """`POST /events` (or `/batch_events`) from plain bytes, for transports that parse HTTP themselves.
+
+        The same checks in the same order as the aiohttp handlers, minus the body size (the caller's).
+        Returns the status and the JSON body; an error is `{"error": ...}` exactly as aiohttp sends it.
+        """
+        try:
+            app, query = self.check_signature(method, raw_target, raw_query, app_id)
+            signed = self.check_body(app, query, body)
+            return await (self._publish_batch(signed) if batch else self._publish_events(signed))
+        except ApiError as error:
+            return error.status, error.body_bytes
+
+    async def _publish_events(self, signed: SignedRequest) -> tuple[int, bytes]:
+        event = self._event(signed.app, self._json_object(signed.body), batch=False)
+        await self._node.publish(signed.app, event.channels, event.name, event.data, event.socket_id)
+        if not event.info:
+            return 200, EMPTY_OBJECT
+        channels = {
+            channel: await self._channel_attributes(signed.app, channel, event.info) for channel in event.channels
+        }
+        return 200, orjson.dumps({"channels": channels})
+
+    async def _publish_batch(self, signed: SignedRequest) -> tuple[int, bytes]:
         batch = self._json_object(signed.body).get("batch")
         if not isinstance(batch, list) or not all(isinstance(entry, dict) for entry in batch):
             http_error(400, "batch must be a list of event objects")
@@ -258,12 +294,12 @@ class HttpApi:
         for event in events:
             await self._node.publish(signed.app, event.channels, event.name, event.data, event.socket_id)
         if not any(event.info for event in events):
-            return empty_response()
+            return 200, EMPTY_OBJECT
         results = [
             await self._channel_attributes(signed.app, event.channels[0], event.info) if event.info else {}
             for event in events
         ]
-        return json_response({"batch": results})
+        return 200, orjson.dumps({"batch": results})
 
     async def _channel_attributes(self, app: AppConfig, channel: str, info: frozenset[str]) -> dict[str, Any]:
         """Attributes that apply to this channel: user_count only on presence channels."""

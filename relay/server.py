@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from relay.app import NODE_KEY
+from relay.app import HTTP_API_KEY, NODE_KEY
 from relay.config import Config
 from relay.node import Node
 from relay.transport.lean import LeanConnection, LeanServer
@@ -85,7 +85,9 @@ async def start_server(config: Config, app: web.Application, reuse_port: bool = 
     http = runner.server
     assert http is not None
     loop = asyncio.get_running_loop()
-    lean = LeanServer(node, http, config.path, config.max_outbound_buffer, loop)
+    lean = LeanServer(
+        node, http, config.path, config.max_outbound_buffer, loop, app[HTTP_API_KEY], config.max_request_size
+    )
     try:
         listener = await loop.create_server(
             lean, config.host or None, config.port, reuse_port=reuse_port or None, backlog=BACKLOG

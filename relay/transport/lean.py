@@ -19,6 +19,7 @@ from typing import Any, Final, cast
 from relay import wsframe
 from relay.apps import AppDirectory
 from relay.config import AppConfig
+from relay.http_api import HttpApi
 from relay.metrics import Metrics
 from relay.node import Node
 from relay.protocol import errors
@@ -33,6 +34,7 @@ from relay.transport.handshake import (
     refusal,
     switching_protocols,
 )
+from relay.transport.http_fast import FastHttp, handover
 from relay.transport.outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,22 @@ MAX_QUEUED_FRAMES: Final = 64
 class LeanServer:
     """Shared state of every lean connection: one object per listening socket, not per connection."""
 
-    __slots__ = ("app_path", "app_prefix", "apps", "http", "limit", "loop", "metrics", "node", "outbox", "tasks")
+    __slots__ = (
+        "api",
+        "api_prefix",
+        "app_path",
+        "app_prefix",
+        "apps",
+        "fast_prefix",
+        "http",
+        "limit",
+        "loop",
+        "max_request_size",
+        "metrics",
+        "node",
+        "outbox",
+        "tasks",
+    )
 
     def __init__(
         self,
@@ -55,6 +72,8 @@ class LeanServer:
         path: str,
         max_outbound_buffer: int,
         loop: asyncio.AbstractEventLoop,
+        api: HttpApi | None = None,
+        max_request_size: int = 0,
     ) -> None:
         self.node = node
         self.apps: AppDirectory = node.apps
@@ -63,6 +82,11 @@ class LeanServer:
         self.app_prefix = f"{path}/app/"
         self.app_path = self.app_prefix.encode()
         self.limit = max_outbound_buffer
+        # With `api`, signed publishes are answered by http_fast.FastHttp instead of aiohttp.
+        self.api = api
+        self.max_request_size = max_request_size
+        self.api_prefix = f"{path}/apps/".encode()
+        self.fast_prefix = b"POST " + self.api_prefix
         self.loop = loop
         self.outbox = Outbox(loop)
         # Opens, subscribes and disconnects in flight; kept so they are not collected and can be awaited.
@@ -119,6 +143,11 @@ class HeadReader(asyncio.Protocol):
         buffer = self._buffer + data if self._buffer else data
         transport = self._transport
         assert transport is not None
+        if buffer[:1] == b"P" and self._server.api is not None:
+            fast = self._server.fast_prefix
+            if buffer.startswith(fast) or fast.startswith(buffer):
+                self._to_fast_path(transport, buffer)
+                return
         line_end = buffer.find(b"\r\n")
         if line_end < 0:
             # Hand plain HTTP over as soon as the first bytes rule out an upgrade to /app/.
@@ -180,10 +209,15 @@ class HeadReader(asyncio.Protocol):
         """From now on the socket is aiohttp's, as if its own server had accepted it."""
         self._stop_timer()
         self._buffer = b""
-        handler = self._server.http()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        handler.data_received(buffer)
+        handover(self._server, transport, buffer)
+
+    def _to_fast_path(self, transport: asyncio.Transport, buffer: bytes) -> None:
+        """A signed publish, most likely: FastHttp reads it (and hands over to aiohttp if it is not)."""
+        self._stop_timer()
+        self._buffer = b""
+        fast = FastHttp(self._server, transport)
+        transport.set_protocol(fast)
+        fast.data_received(buffer)
 
     def _too_large(self, transport: asyncio.Transport) -> None:
         self._stop_timer()
