@@ -21,7 +21,7 @@ from relay.protocol import errors
 from relay.protocol.ids import new_socket_id
 from relay.protocol.session import Session
 from relay.transport.handshake import refusal
-from relay.transport.outbox import Outbox
+from relay.transport.outbox import Outbox, write_frames
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +72,10 @@ class WebSocketConnection:
         self._pending = None
         if pending is None or self.closed:
             return
-        transport = self._transport
-        if transport.is_closing():
-            return
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if transport.get_write_buffer_size() > self._limit:
-            # A client that stops reading must not make us buffer without bound: drop it, others go on.
-            logger.info("closing slow consumer socket_id=%s app_id=%s", self.socket_id, self.app.id)
+        if not write_frames(self._transport, pending, self._limit):
+            logger.info("closed slow consumer socket_id=%s app_id=%s", self.socket_id, self.app.id)
             self._metrics.slow_consumers_closed += 1
             self.closed = True
-            transport.abort()
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:

@@ -35,7 +35,7 @@ from relay.transport.handshake import (
     switching_protocols,
 )
 from relay.transport.http_fast import FastHttp, handover
-from relay.transport.outbox import Outbox
+from relay.transport.outbox import Outbox, write_frames
 
 logger = logging.getLogger(__name__)
 
@@ -294,16 +294,10 @@ class LeanConnection(asyncio.Protocol):
         self._pending = None
         if pending is None or self.closed:
             return
-        transport = self._transport
-        if transport.is_closing():
-            return
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if transport.get_write_buffer_size() > self._server.limit:
-            # A client that stops reading must not make us buffer without bound: drop it, others go on.
-            logger.info("closing slow consumer socket_id=%s app_id=%s", self.socket_id, self.app.id)
+        if not write_frames(self._transport, pending, self._server.limit):
+            logger.info("closed slow consumer socket_id=%s app_id=%s", self.socket_id, self.app.id)
             self._server.metrics.slow_consumers_closed += 1
             self.closed = True
-            transport.abort()
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:

@@ -36,3 +36,15 @@ class Outbox:
         self._scheduled = False
         for connection in dirty:
             connection.flush()
+
+
+def write_frames(transport: asyncio.Transport, frames: list[bytes], limit: int) -> bool:
+    """Write a connection's queued frames in one call; False (and the socket aborted) once more than `limit`
+    bytes wait in its buffer: a client that stops reading must not make us buffer without bound."""
+    if transport.is_closing():
+        return True
+    transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+    if transport.get_write_buffer_size() > limit:
+        transport.abort()
+        return False
+    return True
