@@ -149,7 +149,7 @@ class Session:
             if isinstance(member_or_error, Send):
                 return [member_or_error]
             member = member_or_error
-        elif kind.needs_auth and not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, None):
+        elif kind.needs_auth and not self._private_auth_ok(message):
             return [_auth_error(channel, _bad_signature(self.socket_id, channel))]
         if channel in self.channels:
             # Already subscribed: success again, no second membership (§11b.10).
@@ -164,6 +164,18 @@ class Session:
         if member is not None:
             self.member_info[channel] = member.user_info
         return [Join(channel, kind, member)]
+
+    def _private_auth_ok(self, message: messages.Subscribe) -> bool:
+        """A private channel's auth signs socket_id:channel. When the app's auth helper also passed
+        channel data, the official SDKs sign socket_id:channel:channel_data and pusher-js sends that
+        channel_data along; Pusher's service accepts both, and so does relay (docs/protocol.md,
+        "Private channels with channel_data"). The channel data itself means nothing here."""
+        if self._verifier.channel_auth_ok(self.socket_id, message.channel, message.auth, None):
+            return True
+        channel_data = message.channel_data
+        return channel_data is not None and self._verifier.channel_auth_ok(
+            self.socket_id, message.channel, message.auth, channel_data
+        )
 
     def _presence_member(self, message: messages.Subscribe) -> Member | Send:
         channel = message.channel

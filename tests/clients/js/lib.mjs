@@ -86,10 +86,31 @@ const WRONG_SECRET = 'not-the-app-secret';
 //   params.user:              presence member {user_id, user_info} (presence channels)
 //   params.user_data:         sign-in user object, e.g. {id: "42", user_info: {...}}
 //   params.bad_auth_channels: channels signed with a wrong secret
+//   params.private_channel_data: channel data the auth handler also passes for private channels
+//                                (one helper for private and presence, as many apps have)
+//   params.auth_endpoint:     an HTTP auth endpoint (pusher-js's own ajax transport) instead
 export function pusherOptions(params) {
   const sdk = serverSdk(params);
   const badSdk = serverSdk(params, WRONG_SECRET);
   const badChannels = new Set(params.bad_auth_channels ?? []);
+  const channelAuthorization = params.auth_endpoint
+    ? { endpoint: params.auth_endpoint, transport: 'ajax' }
+    : {
+        customHandler: ({ socketId, channelName }, callback) => {
+          const signer = badChannels.has(channelName) ? badSdk : sdk;
+          try {
+            const data = channelName.startsWith('presence-') ? params.user : params.private_channel_data;
+            const auth = data === undefined
+              ? signer.authorizeChannel(socketId, channelName)
+              : signer.authorizeChannel(socketId, channelName, data);
+            emit({ type: 'auth', channel: channelName, socket_id: socketId });
+            callback(null, auth);
+          } catch (error) {
+            emit({ type: 'auth_failed', channel: channelName, error: String(error) });
+            callback(error, null);
+          }
+        },
+      };
   return {
     cluster: '',
     wsHost: params.ws_host ?? '127.0.0.1',
@@ -98,21 +119,7 @@ export function pusherOptions(params) {
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) => {
-        const signer = badChannels.has(channelName) ? badSdk : sdk;
-        try {
-          const auth = channelName.startsWith('presence-')
-            ? signer.authorizeChannel(socketId, channelName, params.user)
-            : signer.authorizeChannel(socketId, channelName);
-          emit({ type: 'auth', channel: channelName, socket_id: socketId });
-          callback(null, auth);
-        } catch (error) {
-          emit({ type: 'auth_failed', channel: channelName, error: String(error) });
-          callback(error, null);
-        }
-      },
-    },
+    channelAuthorization,
     userAuthentication: {
       customHandler: ({ socketId }, callback) => {
         try {
