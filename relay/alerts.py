@@ -163,7 +163,7 @@ class Alerts:
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 self.counts.failed += 1
                 # The URL itself is a credential (Slack's hooks are bearer URLs): log its host only.
-                logger.warning("alert not delivered to %s: %s", _host_of(url), _describe(error))
+                logger.warning("alert not delivered to %s: %s", url_host(url), _describe(error))
 
     async def close(self, flush_timeout: float = 2.0) -> None:
         """Post what is queued (bounded by flush_timeout), then stop."""
@@ -183,7 +183,8 @@ class Alerts:
         self._task = None
 
 
-def _host_of(url: str) -> str:
+def url_host(url: str) -> str:
+    """What may be said of a URL in a log line or an alert: its host, never its path or query."""
     try:
         return URL(url).host or "?"
     except ValueError:

@@ -6,17 +6,21 @@ Usable in-process: a Python app or a test suite can embed relay with `create_app
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import orjson
 from aiohttp import web
 
 from relay.adapters.base import Adapter
 from relay.adapters.local import LocalAdapter
+from relay.alerts import Alerts
 from relay.apps import AppDirectory
 from relay.config import Config
 from relay.http_api import HttpApi, json_errors
 from relay.metrics import Metrics
+from relay.metrics_share import WorkerShare
 from relay.node import Node
 from relay.transport import WebSocketEndpoint
 from relay.webhook_api import WebhookApi
@@ -41,15 +45,20 @@ def make_adapter(config: Config) -> Adapter:
 def create_app(config: Config, adapter: Adapter | None = None) -> web.Application:
     apps = AppDirectory(config.apps)
     metrics = Metrics()
+    source = f"{socket.gethostname()}:{config.port}"
+    metrics.alerts = Alerts(config.alerts.urls, config.alerts.min_interval, source=source)
+    # Under --workers the parent names a directory where the workers share their figures.
+    share = WorkerShare(Path(config.metrics_dir), metrics) if config.metrics_dir else None
+    metrics.share = share
     webhooks = create_dispatcher(config, apps, metrics)
     adapter = adapter or make_adapter(config)
     node = Node(apps, adapter, metrics, webhooks=webhooks)
-    metrics.gauges["connections"] = lambda: len(node.connections)
-    adapter_gauges = getattr(adapter, "gauges", None)  # the Redis adapter's outage and queue figures
-    if callable(adapter_gauges):
-        metrics.gauges.update(adapter_gauges())
+    register_metrics = getattr(adapter, "register_metrics", None)  # the Redis adapter's outage and queue figures
+    if callable(register_metrics):
+        register_metrics(metrics)
+    http_api = HttpApi(node, apps, config.path)
 
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_request_size)
+    app = web.Application(middlewares=[http_api.count_requests, json_errors], client_max_size=config.max_request_size)
     app[NODE_KEY] = node
     app[CONFIG_KEY] = config
     app[WEBHOOKS_KEY] = webhooks
@@ -65,7 +74,8 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
         )
 
     async def metrics_endpoint(request: web.Request) -> web.Response:
-        return web.Response(text=metrics.render(), content_type="text/plain")
+        body, content_type = metrics.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     prefix = config.path
     endpoint = WebSocketEndpoint(node, apps, config.max_outbound_buffer)
@@ -73,7 +83,6 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     app.router.add_get("/up", up)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
-    http_api = HttpApi(node, apps, prefix)
     http_api.add_routes(app.router)
     app[HTTP_API_KEY] = http_api  # the lean transport answers signed publishes with it directly
     WebhookApi(http_api, webhooks, prefix).add_routes(app.router)
@@ -85,6 +94,15 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
         yield
         await node.stop()
 
+    async def observability_lifecycle(_: web.Application) -> AsyncIterator[None]:
+        metrics.alerts.start()
+        if share is not None:
+            share.start()
+        yield
+        if share is not None:
+            await share.close()
+        await metrics.alerts.close()  # last: the alerts of a stop (Redis lost on the way out) still go out
+
     async def close_connections(_: web.Application) -> None:
         # Before aiohttp waits for handlers: WebSocket handlers only return once their socket closes.
         node.close_connections()
@@ -95,6 +113,7 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
         await webhooks.close()  # after node.stop(): the leaves of the last disconnects are flushed too
 
     # Contexts exit in reverse order: webhooks start before the node and close after it.
+    app.cleanup_ctx.append(observability_lifecycle)
     app.cleanup_ctx.append(webhooks_lifecycle)
     app.cleanup_ctx.append(node_lifecycle)
     app.on_shutdown.append(close_connections)

@@ -7,17 +7,23 @@ import asyncio
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from relay import __version__
 from relay.app import create_app
 from relay.config import Config, ConfigError, load_config
+from relay.logs import configure_logging
+from relay.metrics_share import METRICS_DIR_ENV, retire_worker
 from relay.server import start_server
 
 logger = logging.getLogger("relay")
@@ -35,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", dest="redis_url", help="Redis URL: several nodes act as one server")
     serve.add_argument("--workers", type=int, help="processes sharing the port (needs Redis)")
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    serve.add_argument("--log-format", dest="log_format", choices=("text", "json"), help="log lines as text or JSON")
     serve.add_argument("--transport", choices=("lean", "aiohttp"), help="WebSocket implementation (default lean)")
     # Set by `--workers`: each worker binds with SO_REUSEPORT.
     serve.add_argument("--reuse-port", dest="reuse_port", action="store_true", help=argparse.SUPPRESS)
@@ -93,6 +100,8 @@ async def serve(config: Config, reuse_port: bool = False) -> None:
         config.transport,
         os.getpid(),
     )
+    for line in _configuration_lines(config):
+        logger.info(line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -100,6 +109,21 @@ async def serve(config: Config, reuse_port: bool = False) -> None:
     await stop.wait()
     logger.info("shutting down")
     await server.stop()
+
+
+def _configuration_lines(config: Config) -> list[str]:
+    """What an operator needs to see at start-up, and nothing secret (no secrets, no credentials in URLs)."""
+    apps = ", ".join(f"{app.id} (key {app.key}{'' if app.enabled else ', disabled'})" for app in config.apps)
+    webhooks = sum(len(app.webhooks) for app in config.apps)
+    lines = [f"apps: {apps}", f"webhooks: {webhooks} target(s)" if webhooks else "webhooks: none"]
+    if config.redis is None:
+        lines.append("state: in memory (single node)")
+    else:
+        where = urlsplit(config.redis.url)
+        lines.append(f"state: Redis at {where.hostname}:{where.port or 6379} (prefix {config.redis.prefix!r})")
+    lines.append(f"alerts: {len(config.alerts.urls)} URL(s)" if config.alerts.urls else "alerts: off")
+    lines.append(f"logs: {config.log_format}, level {config.log_level}")
+    return lines
 
 
 # A worker that dies sooner than this after its start is not restarted: it would only fail again
@@ -123,9 +147,12 @@ def _run_workers(config: Config, argv: Sequence[str]) -> int:
     args = [sys.executable, "-m", "relay", *argv, "--workers", "1", "--reuse-port"]
     stopping = False
     failure = 0  # the exit code of a worker that died at start-up, which the parent then returns
+    # Where the workers share their /metrics figures, so one scrape shows the whole process.
+    metrics_dir = tempfile.mkdtemp(prefix="relay-metrics-")
+    env = {**os.environ, METRICS_DIR_ENV: metrics_dir}
 
     def spawn() -> tuple[subprocess.Popen[bytes], float]:
-        return subprocess.Popen(args, preexec_fn=_die_with_parent), time.monotonic()
+        return subprocess.Popen(args, preexec_fn=_die_with_parent, env=env), time.monotonic()
 
     children = [spawn() for _ in range(config.workers)]
 
@@ -149,8 +176,10 @@ def _run_workers(config: Config, argv: Sequence[str]) -> int:
                 forward(signal.SIGTERM, None)
                 break
             print(f"relay: worker {child.pid} exited with {code}; starting a new one", file=sys.stderr)
+            retire_worker(Path(metrics_dir), child.pid)
             children[index] = spawn()
         time.sleep(0.1)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return failure or max(abs(int(child.returncode)) for child, _ in children)
 
 
@@ -176,16 +205,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = _parser().parse_args(arguments)
     overrides = {
         name: getattr(options, name)
-        for name in ("host", "port", "path", "redis_url", "workers", "log_level", "transport")
+        for name in ("host", "port", "path", "redis_url", "workers", "log_level", "log_format", "transport")
     }
     try:
         config = load_config(options.config, overrides=overrides)
     except ConfigError as error:
         print(f"relay: invalid configuration: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(config.log_level, "json" if config.log_format == "json" else "text")
     if config.workers > 1:
         if not _reuse_port_supported():
             print("relay: --workers needs SO_REUSEPORT, which this platform lacks", file=sys.stderr)

@@ -109,6 +109,14 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertSettings:
+    # Slack-compatible incoming-webhook URLs (Slack, Mattermost, Rocket.Chat); none means no alerts.
+    urls: tuple[str, ...] = ()
+    # Seconds between two alerts of one kind; repeats in between are summed up in one later message.
+    min_interval: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str = "0.0.0.0"
     port: int = 8080
@@ -118,6 +126,8 @@ class Config:
     redis: RedisConfig | None = None
     workers: int = 1
     log_level: str = "info"
+    # "text" for people, "json" for log collectors (one object per line).
+    log_format: str = "text"
     # Largest HTTP API request body, in bytes.
     max_request_size: int = 1_048_576
     # Bytes queued for a connection that stops reading before it is closed with 4100.
@@ -130,6 +140,9 @@ class Config:
     # WebSocketResponse. HTTP is served by aiohttp either way.
     transport: str = "lean"
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    # Set by `--workers` for its workers (RELAY_METRICS_DIR): where they share their /metrics figures.
+    metrics_dir: str = ""
     # True when no app was configured and the development app was generated.
     dev_app: bool = False
 
@@ -249,11 +262,13 @@ _RELAY_SERVER: Final = {
     "RELAY_PATH": "path",
     "RELAY_WORKERS": "workers",
     "RELAY_LOG_LEVEL": "log_level",
+    "RELAY_LOG_FORMAT": "log_format",
     "RELAY_MAX_REQUEST_SIZE": "max_request_size",
     "RELAY_MAX_OUTBOUND_BUFFER": "max_outbound_buffer",
     "RELAY_SHUTDOWN_TIMEOUT": "shutdown_timeout",
     "RELAY_SHUTDOWN_GRACE": "shutdown_grace",
     "RELAY_TRANSPORT": "transport",
+    "RELAY_METRICS_DIR": "metrics_dir",
 }
 
 
@@ -351,6 +366,10 @@ def load_config(
     }
     if webhook_env:
         raw["webhook"] = {**raw.get("webhook", {}), **webhook_env}
+    if "alerts" in raw and not isinstance(raw["alerts"], Mapping):
+        raise ConfigError("alerts: expected an [alerts] table")
+    if env.get("RELAY_ALERT_URLS", ""):
+        raw["alerts"] = {**raw.get("alerts", {}), "urls": env["RELAY_ALERT_URLS"]}
     config: Config = build(Config, raw, "")
     config = dataclasses.replace(config, apps=tuple(apps), redis=redis)
     validate(config)
@@ -371,6 +390,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
     if not 0 <= config.shutdown_grace <= config.shutdown_timeout:
         raise ConfigError(f"shutdown_grace: must be between 0 and shutdown_timeout, got {config.shutdown_grace}")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format: expected text or json, got {config.log_format!r}")
+    for index, url in enumerate(config.alerts.urls):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.urls[{index}]: must be an http:// or https:// URL")
     if config.transport not in ("lean", "aiohttp"):
         raise ConfigError(f"transport: expected lean or aiohttp, got {config.transport!r}")
     seen_ids: set[str] = set()

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from relay.apps import AppDirectory
 from relay.config import AppConfig
+from relay.metrics import NO_APP
 from relay.node import Node
 from relay.protocol.channels import (
     ChannelKind,
@@ -38,6 +39,10 @@ CHANNELS_INFO: Final = frozenset({"user_count", "subscription_count"})
 EMPTY_OBJECT: Final = b"{}"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# Prefix of the route names that count_requests counts (the rest of the name is the endpoint label).
+API_ROUTE: Final = "api:"
 
 
 class ApiError(web.HTTPException):
@@ -98,14 +103,49 @@ class HttpApi:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         prefix = self._prefix
-        router.add_post(f"{prefix}/apps/{{app_id}}/events", self.events)
-        router.add_post(f"{prefix}/apps/{{app_id}}/batch_events", self.batch_events)
-        router.add_get(f"{prefix}/apps/{{app_id}}/channels", self.channels)
-        router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}", self.channel)
-        router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}/users", self.users)
-        router.add_post(f"{prefix}/apps/{{app_id}}/users/{{user_id}}/terminate_connections", self.terminate)
+        # Route names starting with API_ROUTE are counted by count_requests, under the name that follows.
+        router.add_post(f"{prefix}/apps/{{app_id}}/events", self.events, name=f"{API_ROUTE}events")
+        router.add_post(f"{prefix}/apps/{{app_id}}/batch_events", self.batch_events, name=f"{API_ROUTE}batch_events")
+        router.add_get(f"{prefix}/apps/{{app_id}}/channels", self.channels, name=f"{API_ROUTE}channels")
+        router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}", self.channel, name=f"{API_ROUTE}channel")
+        router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}/users", self.users, name=f"{API_ROUTE}users")
+        router.add_post(
+            f"{prefix}/apps/{{app_id}}/users/{{user_id}}/terminate_connections",
+            self.terminate,
+            name=f"{API_ROUTE}terminate_connections",
+        )
         # pusher-http-python 3.3 posts here without /apps/<id>; the app is found by auth_key (§11b.16).
-        router.add_post(f"{prefix}/users/{{user_id}}/terminate_connections", self.terminate)
+        router.add_post(
+            f"{prefix}/users/{{user_id}}/terminate_connections",
+            self.terminate,
+            name=f"{API_ROUTE}terminate_connections.by_key",
+        )
+
+    def app_label(self, app_id: str | None) -> str:
+        """The app_id metrics label: only configured apps, so a caller cannot grow the label set."""
+        return app_id if app_id is not None and self._apps.by_id(app_id) is not None else NO_APP
+
+    def count_request(self, app_id: str | None, endpoint: str, status: int, started: float) -> None:
+        self._node.metrics.http_request(self.app_label(app_id), endpoint, status, time.perf_counter() - started)
+
+    @web.middleware
+    async def count_requests(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """relay_http_requests_total and the latency histogram for every HTTP API route."""
+        name = request.match_info.route.name
+        if name is None or not name.startswith(API_ROUTE):
+            return await handler(request)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        finally:
+            endpoint = name[len(API_ROUTE) :].partition(".")[0]
+            self.count_request(request.match_info.get("app_id"), endpoint, status, started)
 
     # Signature -----------------------------------------------------------------------------------
 
@@ -125,7 +165,6 @@ class HttpApi:
         self, method: str, raw_target: str, raw_query: str, app_id: str | None
     ) -> tuple[AppConfig, dict[str, str]]:
         """Every check that needs no body: the app, the auth parameters, the timestamp and the signature."""
-        self._node.metrics.http_requests += 1
         params = query_params(raw_query)
         query = dict(params)
         if app_id is not None:
@@ -266,12 +305,17 @@ class HttpApi:
         The same checks in the same order as the aiohttp handlers, minus the body size (the caller's).
         Returns the status and the JSON body; an error is `{"error": ...}` exactly as aiohttp sends it.
         """
+        started = time.perf_counter()
+        status, answer = 500, b'{"error":"Internal server error"}'
         try:
             app, query = self.check_signature(method, raw_target, raw_query, app_id)
             signed = self.check_body(app, query, body)
-            return await (self._publish_batch(signed) if batch else self._publish_events(signed))
+            status, answer = await (self._publish_batch(signed) if batch else self._publish_events(signed))
         except ApiError as error:
-            return error.status, error.body_bytes
+            status, answer = error.status, error.body_bytes
+        finally:
+            self.count_request(app_id, "batch_events" if batch else "events", status, started)
+        return status, answer
 
     async def _publish_events(self, signed: SignedRequest) -> tuple[int, bytes]:
         event = self._event(signed.app, self._json_object(signed.body), batch=False)

@@ -24,6 +24,7 @@ from relay.adapters.base import (
     LocalSnapshot,
     LocalSubscription,
 )
+from relay.alerts import AlertKind
 from relay.apps import AppDirectory
 from relay.config import DEFAULT_SIGNIN_TIMEOUT, AppConfig
 from relay.metrics import Metrics
@@ -37,7 +38,7 @@ from relay.protocol.actions import (
     Send,
     SignedIn,
 )
-from relay.protocol.channels import is_cache, is_presence
+from relay.protocol.channels import channel_type, is_cache, is_presence
 from relay.protocol.session import Session, SessionSettings
 from relay.registry import ChannelRegistry
 from relay.signing import AppVerifier
@@ -53,6 +54,8 @@ class Connection(Protocol):
     socket_id: str
     app: AppConfig
     session: Session
+    # The close code sent or received; 1005 for an empty close frame, 1006 for none (metrics).
+    close_code: int
 
     def send(self, frame: bytes) -> None:
         """Queue one JSON frame; written with the rest of this loop iteration's frames."""
@@ -119,6 +122,54 @@ class Node:
         self._settings: dict[str, SessionSettings] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.accepting = True
+        self.draining = False  # closing connections before a stop
+        self.register_metrics(self.metrics)
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        """What /metrics reads from the node at scrape time: open connections, subscriptions, readiness."""
+        for app in self.apps:
+            metrics.app(app.id)  # every configured app shows from the first scrape, at zero
+        metrics.add_gauge("relay_connections", "WebSocket connections open now", ("app_id",), self._connection_counts)
+        metrics.add_gauge(
+            "relay_subscriptions",
+            "Subscriptions on this node, by channel kind",
+            ("app_id", "kind"),
+            self._subscriptions,
+        )
+        metrics.add_gauge(
+            "relay_channels",
+            "Occupied channels on this node, by channel kind",
+            ("app_id", "kind"),
+            self._channel_counts,
+        )
+        metrics.add_gauge("relay_ready", "1 while /ready answers 200", (), lambda: [((), float(self.accepting))], "min")
+        metrics.add_gauge(
+            "relay_draining",
+            "1 while connections are closed before a stop",
+            (),
+            lambda: [((), float(self.draining))],
+            "max",
+        )
+
+    def _connection_counts(self) -> list[tuple[tuple[str, ...], float]]:
+        counts = {app.id: 0 for app in self.apps}
+        for connection in self.connections.values():
+            counts[connection.app.id] = counts.get(connection.app.id, 0) + 1
+        return [((app_id,), count) for app_id, count in sorted(counts.items())]
+
+    def _by_kind(self, subscribers: bool) -> list[tuple[tuple[str, ...], float]]:
+        counts: dict[tuple[str, str], int] = {}
+        for app_id, channels in self.registry.apps():
+            for channel, count in channels:
+                key = (app_id, channel_type(channel).kind.value)
+                counts[key] = counts.get(key, 0) + (count if subscribers else 1)
+        return [(key, value) for key, value in sorted(counts.items())]
+
+    def _subscriptions(self) -> list[tuple[tuple[str, ...], float]]:
+        return self._by_kind(subscribers=True)
+
+    def _channel_counts(self) -> list[tuple[tuple[str, ...], float]]:
+        return self._by_kind(subscribers=False)
 
     # Life cycle ----------------------------------------------------------------------------------
 
@@ -169,13 +220,22 @@ class Node:
         count = await self.adapter.add_connection(app.id, connection.socket_id)
         if app.max_connections and count > app.max_connections:
             await self.adapter.remove_connection(app.id, connection.socket_id)
-            self.metrics.connections_refused += 1
+            self.metrics.app(app.id).refused("over_quota")
+            logger.warning(
+                "connection refused: app at its connection cap (%d)",
+                app.max_connections,
+                extra={"app_id": app.id, "code": errors.OVER_CAPACITY, "reason": "over_quota"},
+            )
+            self.metrics.alerts.raise_alert(
+                AlertKind.APP_AT_CONNECTION_CAP,
+                f"app {app.id} is at its connection cap ({app.max_connections}); new connections are refused",
+            )
             message = "The application is over its connection quota"
             connection.send(errors.encode_error(errors.OVER_CAPACITY, message))
             connection.close(errors.OVER_CAPACITY, message)
             return False
         self.connections[connection.socket_id] = connection
-        self.metrics.connections_opened += 1
+        self.metrics.app(app.id).connections_opened += 1
         connection.send(messages.connection_established(connection.socket_id, app.activity_timeout))
         return True
 
@@ -190,7 +250,9 @@ class Node:
         Pings, client events and refusals complete here without a task, so a transport can keep
         reading; it must await a returned coroutine before handing this connection its next frame.
         """
-        self.metrics.messages_received += 1
+        traffic = self.metrics.app(connection.app.id)
+        traffic.messages_in += 1
+        traffic.bytes_in += len(raw)
         actions = connection.session.receive(raw, self._loop_time())
         if not actions:
             return None
@@ -208,10 +270,10 @@ class Node:
         socket_id = connection.socket_id
         if self.connections.pop(socket_id, None) is None:
             return
-        self.metrics.connections_closed += 1
         session = connection.session
         session.closed = True
         app = connection.app
+        self.metrics.app(app.id).closed(connection.close_code)
         for channel, user_id in list(session.channels.items()):
             try:
                 await self._leave(connection, Leave(channel, user_id))
@@ -335,8 +397,10 @@ class Node:
 
     def _client_event(self, connection: Connection, event: PublishClientEvent) -> None:
         app = connection.app
-        self.metrics.client_events += 1
-        envelope = Envelope(EnvelopeKind.EVENT, app.id, event.channel, event.frame, connection.socket_id)
+        self.metrics.app(app.id).client_events += 1
+        envelope = Envelope(
+            EnvelopeKind.EVENT, app.id, event.channel, event.frame, connection.socket_id, accepted_at=self._loop_time()
+        )
         self.adapter.publish(envelope)
         data = event.data if isinstance(event.data, str) else orjson.dumps(event.data).decode()
         webhook: dict[str, Any] = {
@@ -366,9 +430,19 @@ class Node:
             for socket_id, connection in subscribers.items():
                 if socket_id != skip:
                     connection.send_wire(wire)
-            self.metrics.frames_delivered += len(subscribers) - (skip in subscribers)
+            # Counted per event, never per frame: the hot loop above stays a bare loop.
+            sent = len(subscribers) - (skip in subscribers)
+            traffic = self.metrics.app(envelope.app_id)
+            traffic.messages_out += sent
+            traffic.bytes_out += sent * len(wire)
+            if envelope.accepted_at:
+                # call_soon runs after the write flush this fan-out scheduled, so this is accept to write.
+                asyncio.get_running_loop().call_soon(self._written, envelope.accepted_at)
         elif envelope.kind is EnvelopeKind.TERMINATE_USER:
             self._terminate_local(envelope.app_id, envelope.user_id)
+
+    def _written(self, accepted_at: float) -> None:
+        self.metrics.publish_to_write.observe(self._loop_time() - accepted_at)
 
     def _terminate_local(self, app_id: str, user_id: str) -> None:
         message = "You got disconnected by the app"
@@ -411,13 +485,15 @@ class Node:
         self, app: AppConfig, channels: Iterable[str], event: str, data: str, except_socket_id: str = ""
     ) -> None:
         """An HTTP API event: one frame per channel, encoded once, published once."""
+        accepted_at = self._loop_time()
         for channel in channels:
             frame = messages.channel_event(event, channel, data)
             if is_cache(channel):
                 cached = CachedEvent(event, data, time.time() + app.cache_ttl)
                 await self.adapter.set_cache(app.id, channel, cached)
-            self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame, except_socket_id))
-            self.metrics.events_published += 1
+            envelope = Envelope(EnvelopeKind.EVENT, app.id, channel, frame, except_socket_id, accepted_at=accepted_at)
+            self.adapter.publish(envelope)
+            self.metrics.app(app.id).api_events += 1
 
     def terminate_user(self, app: AppConfig, user_id: str) -> None:
         self.adapter.publish(Envelope(EnvelopeKind.TERMINATE_USER, app.id, user_id=user_id))

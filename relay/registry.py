@@ -56,6 +56,11 @@ class ChannelRegistry(Generic[T]):
         for channel, subscribers in self._apps.get(app_id, {}).items():
             yield channel, len(subscribers)
 
+    def apps(self) -> Iterator[tuple[str, Iterator[tuple[str, int]]]]:
+        """Every app with local subscribers, and its channels with their subscriber counts."""
+        for app_id in list(self._apps):
+            yield app_id, self.channels(app_id)
+
     def entries(self) -> Iterator[tuple[str, str, str]]:
         """Every (app_id, channel, socket_id) held."""
         for app_id, channels in self._apps.items():

@@ -14,7 +14,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from relay.http_api import HttpApi, http_error, json_response
+from relay.http_api import API_ROUTE, HttpApi, http_error, json_response
 from relay.webhooks import WebhookDispatcher
 
 DEFAULT_LIMIT: Final = 100
@@ -29,8 +29,14 @@ class WebhookApi:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         prefix = self._prefix
-        router.add_get(f"{prefix}/apps/{{app_id}}/webhooks/dead_letters", self.dead_letters)
-        router.add_post(f"{prefix}/apps/{{app_id}}/webhooks/dead_letters/replay", self.replay)
+        router.add_get(
+            f"{prefix}/apps/{{app_id}}/webhooks/dead_letters", self.dead_letters, name=f"{API_ROUTE}dead_letters"
+        )
+        router.add_post(
+            f"{prefix}/apps/{{app_id}}/webhooks/dead_letters/replay",
+            self.replay,
+            name=f"{API_ROUTE}dead_letters_replay",
+        )
 
     async def dead_letters(self, request: web.Request) -> web.Response:
         signed = await self._api.authenticate(request)

@@ -22,6 +22,9 @@ OP_PONG: Final = 0xA
 
 # Close codes (RFC 6455 §7.4.1)
 NORMAL_CLOSURE: Final = 1000
+# Never sent; recorded for connections that ended without a close code (RFC 6455 §7.1.5).
+NO_STATUS_RECEIVED: Final = 1005
+ABNORMAL_CLOSURE: Final = 1006
 PROTOCOL_ERROR: Final = 1002
 INVALID_PAYLOAD: Final = 1007
 MESSAGE_TOO_BIG: Final = 1009

@@ -30,6 +30,9 @@ class Envelope:
     frame: bytes = b""
     except_socket_id: str = ""
     user_id: str = ""
+    # Event-loop time at which this node accepted the publish; 0 once it crossed Redis. Only for the
+    # publish-to-write histogram.
+    accepted_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

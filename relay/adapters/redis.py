@@ -52,7 +52,9 @@ from relay.adapters.redis_link import (
 )
 from relay.adapters.redis_state import NodeEvicted, RedisClusterState, load_scripts
 from relay.adapters.share import NodeShare
+from relay.alerts import AlertKind, Alerts
 from relay.config import RedisConfig
+from relay.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,8 @@ class RedisAdapter:
         self.address = describe(config.url)
         # Counters, read by metrics and tests.
         self.outages = 0  # times a working connection to Redis was lost
+        self.reconnects = 0  # times it came back after one
+        self._alerts = Alerts((), 0.0)  # replaced by register_metrics
         self.evictions = 0  # times this node was presumed dead (heartbeat expired) while running
         self.dropped_publishes = 0  # envelopes dropped from a full queue while Redis was slow or away
         self.published = 0  # PUBLISH commands sent to Redis
@@ -195,18 +199,28 @@ class RedisAdapter:
         self._last_pong = 0.0
         self._last_reply_error_log = 0.0
 
-    def gauges(self) -> dict[str, Callable[[], float]]:
-        """What /metrics shows of this adapter (relay_redis_*): outages are logged and counted here."""
-        return {
-            "redis_connected": lambda: float(self.connected),
-            "redis_outages": lambda: self.outages,
-            "redis_evictions": lambda: self.evictions,
-            "redis_publishes_dropped": lambda: self.dropped_publishes,
-            "redis_publishes_sent": lambda: self.published,
-            "redis_envelopes_received": lambda: self.received,
-            "redis_reply_errors": lambda: self.reply_errors,
-            "redis_publish_queue": lambda: len(self._outbox),
-        }
+    def register_metrics(self, metrics: Metrics) -> None:
+        """relay_redis_* at /metrics; outages and returns also go to the operators' alerts."""
+        self._alerts = metrics.alerts
+        metrics.add_gauge(
+            "relay_redis_connected", "1 while this node has Redis", (), lambda: [((), float(self.connected))]
+        )
+        metrics.add_gauge(
+            "relay_redis_publish_queue", "Publishes waiting for Redis", (), lambda: [((), len(self._outbox))]
+        )
+        for name, documentation, read in (
+            ("relay_redis_outages", "Times this node lost Redis", lambda: self.outages),
+            ("relay_redis_reconnects", "Times Redis came back after an outage", lambda: self.reconnects),
+            ("relay_redis_evictions", "Times this node was presumed dead by the others", lambda: self.evictions),
+            (
+                "relay_redis_publishes_dropped",
+                "Publishes dropped because the queue for Redis was full",
+                lambda: self.dropped_publishes,
+            ),
+            ("relay_redis_publishes_sent", "Publishes sent to Redis", lambda: self.published),
+            ("relay_redis_envelopes_received", "Envelopes received from Redis", lambda: self.received),
+        ):
+            metrics.add_total(name, documentation, read)
 
     # Life cycle ------------------------------------------------------------------------------
 
@@ -356,15 +370,22 @@ class RedisAdapter:
         del self._retired[: len(retired)]
         await self._sweep(cluster)  # what the retired incarnations held and the node no longer does
         if self._down_since is not None:
+            outage = time.monotonic() - self._down_since
             logger.info(
                 "Redis at %s is reachable again after %.1fs; node %s re-wrote %d subscriptions and %d presence entries",
                 self.address,
-                time.monotonic() - self._down_since,
+                outage,
                 self.node_id,
                 len(entries.subscriptions),
                 len(entries.memberships),
             )
             self._down_since = None
+            if self.outages:
+                self.reconnects += 1
+                self._alerts.raise_alert(
+                    AlertKind.REDIS_RECOVERED,
+                    f"Redis at {self.address} is back after {outage:.1f} s (node {self.node_id})",
+                )
 
     async def _keep_alive(self) -> None:
         """Heartbeat, sweep dead nodes and watch the pub/sub link until the session breaks."""
@@ -391,6 +412,12 @@ class RedisAdapter:
         while True:
             result = await cluster.sweep(SWEEP_BUDGET, skip_owner)
             listener = self._listener
+            if result.members_lost or result.channels_lost:
+                self._alerts.raise_alert(
+                    AlertKind.NODE_PRESUMED_DEAD,
+                    f"a relay node stopped its heartbeat and was presumed dead; node {self.node_id} removed "
+                    f"{len(result.members_lost)} presence members and {len(result.channels_lost)} channels it held",
+                )
             for app_id, channel, user_id in result.members_lost:
                 logger.info("member user_id=%s of app_id=%s channel=%s left with a dead node", user_id, app_id, channel)
                 if listener is not None:
@@ -437,6 +464,9 @@ class RedisAdapter:
         if evicted:
             self.evictions += 1
             logger.warning("node %s was presumed dead by the cluster (heartbeat expired); re-registering", self.node_id)
+            self._alerts.raise_alert(
+                AlertKind.NODE_PRESUMED_DEAD, f"node {self.node_id} was presumed dead by the cluster and re-registered"
+            )
         elif was_up:
             self.outages += 1
             self._down_since = time.monotonic()
@@ -446,6 +476,10 @@ class RedisAdapter:
                 self.address,
                 error,
                 self.node_id,
+            )
+            self._alerts.raise_alert(
+                AlertKind.REDIS_LOST,
+                f"lost Redis at {self.address}; node {self.node_id} serves its own clients only until it is back",
             )
         elif error is not None:
             logger.debug("Redis at %s still unreachable: %r", self.address, error)

@@ -20,8 +20,8 @@ from relay.node import Node
 from relay.protocol import errors
 from relay.protocol.ids import new_socket_id
 from relay.protocol.session import Session
-from relay.transport.handshake import refusal
-from relay.transport.outbox import Outbox, write_frames
+from relay.transport.handshake import count_refusal, refusal
+from relay.transport.outbox import Outbox, cut_slow_consumer, write_frames
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,18 @@ HARD_MESSAGE_LIMIT_FACTOR: Final = 8
 class WebSocketConnection:
     """node.Connection over an upgraded aiohttp request; writes pre-built frames to the raw transport."""
 
-    __slots__ = ("_limit", "_metrics", "_outbox", "_pending", "_transport", "app", "closed", "session", "socket_id")
+    __slots__ = (
+        "_limit",
+        "_metrics",
+        "_outbox",
+        "_pending",
+        "_transport",
+        "app",
+        "close_code",
+        "closed",
+        "session",
+        "socket_id",
+    )
 
     def __init__(
         self,
@@ -53,6 +64,7 @@ class WebSocketConnection:
         self._metrics = metrics
         self._pending: list[bytes] | None = None
         self.closed = False
+        self.close_code = wsframe.ABNORMAL_CLOSURE  # until a close frame is sent or received
 
     def send(self, frame: bytes) -> None:
         self.send_wire(wsframe.text_frame(frame))
@@ -73,13 +85,13 @@ class WebSocketConnection:
         if pending is None or self.closed:
             return
         if not write_frames(self._transport, pending, self._limit):
-            logger.info("closed slow consumer socket_id=%s app_id=%s", self.socket_id, self.app.id)
-            self._metrics.slow_consumers_closed += 1
+            cut_slow_consumer(self._transport, self._metrics, self)
             self.closed = True
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
+        self.close_code = code
         self.flush()
         self.closed = True
         transport = self._transport
@@ -129,7 +141,7 @@ class WebSocketEndpoint:
         )
         if refused is not None or app is None:
             assert refused is not None
-            self._node.metrics.connections_refused += 1
+            count_refusal(self._node.metrics, app, refused[0])
             return await self.refuse(ws, *refused)
         transport = request.transport
         if transport is None:
@@ -153,6 +165,8 @@ class WebSocketEndpoint:
                 await self._read_loop(ws, connection)
         finally:
             connection.closed = True
+            if connection.close_code == wsframe.ABNORMAL_CLOSURE and ws.close_code is not None:
+                connection.close_code = ws.close_code  # the client's close frame
             await self._node.disconnect(connection)
         return ws
 

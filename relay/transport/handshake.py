@@ -15,6 +15,7 @@ from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from relay.config import AppConfig
+from relay.metrics import NO_APP, Metrics
 from relay.protocol import errors
 
 MIN_PROTOCOL: Final = 4
@@ -134,6 +135,21 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
         return True
     host = urlsplit(origin).hostname or ""
     return any(fnmatch.fnmatchcase(host, pattern) or origin == pattern for pattern in allowed)
+
+
+# The `reason` label of relay_connections_refused_total for each refusal code.
+REFUSAL_REASONS: Final = {
+    errors.APP_DOES_NOT_EXIST: "unknown_app",
+    errors.APP_DISABLED: "app_disabled",
+    errors.NO_PROTOCOL_VERSION: "protocol",
+    errors.INVALID_VERSION_FORMAT: "protocol",
+    errors.UNSUPPORTED_PROTOCOL_VERSION: "protocol",
+    errors.CONNECTION_UNAUTHORIZED: "origin",
+}
+
+
+def count_refusal(metrics: Metrics, app: AppConfig | None, code: int) -> None:
+    metrics.app(app.id if app is not None else NO_APP).refused(REFUSAL_REASONS.get(code, "other"))
 
 
 def refusal(app: AppConfig | None, key: str, protocol: str | None, origin: str) -> tuple[int, str] | None:

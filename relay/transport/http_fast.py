@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -217,6 +218,9 @@ class FastHttp(asyncio.Protocol):
                     self._hand_over()
                     return
                 if head.length > server.max_request_size:
+                    if server.api is not None:
+                        endpoint = "batch_events" if head.batch else "events"
+                        server.api.count_request(head.app_id, endpoint, 413, time.perf_counter())
                     self._write(response(413, TOO_LARGE_BODY, True), True)
                     return
                 buffer = self._buffer = buffer[head_end + 4 :]

@@ -29,13 +29,14 @@ from relay.transport.aiohttp_endpoint import HARD_MESSAGE_LIMIT_FACTOR
 from relay.transport.handshake import (
     HEAD_TOO_LARGE,
     MAX_HEAD_SIZE,
+    count_refusal,
     may_be_upgrade,
     parse_upgrade,
     refusal,
     switching_protocols,
 )
 from relay.transport.http_fast import FastHttp, handover
-from relay.transport.outbox import Outbox, write_frames
+from relay.transport.outbox import Outbox, cut_slow_consumer, write_frames
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class HeadReader(asyncio.Protocol):
         refused = refusal(app, upgrade.key, upgrade.protocol, upgrade.origin)
         if refused is not None or app is None:
             assert refused is not None
-            node.metrics.connections_refused += 1
+            count_refusal(node.metrics, app, refused[0])
             _refuse(transport, accepted, *refused)
             return
         socket_id = new_socket_id()
@@ -253,6 +254,7 @@ class LeanConnection(asyncio.Protocol):
         "_server",
         "_transport",
         "app",
+        "close_code",
         "closed",
         "session",
         "socket_id",
@@ -267,6 +269,7 @@ class LeanConnection(asyncio.Protocol):
         self.session = session
         self._transport = transport
         self.closed = False
+        self.close_code = wsframe.ABNORMAL_CLOSURE  # until a close frame is sent or received
         self._pending: list[bytes] | None = None  # outbound frames of this loop iteration
         self._buffer: bytearray | None = None  # an incomplete inbound frame
         self._fragments: bytearray | None = None  # a fragmented message so far
@@ -295,13 +298,13 @@ class LeanConnection(asyncio.Protocol):
         if pending is None or self.closed:
             return
         if not write_frames(self._transport, pending, self._server.limit):
-            logger.info("closed slow consumer socket_id=%s app_id=%s", self.socket_id, self.app.id)
-            self._server.metrics.slow_consumers_closed += 1
+            cut_slow_consumer(self._transport, self._server.metrics, self)
             self.closed = True
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
+        self.close_code = code
         self._end(wsframe.close_frame(code, reason))
 
     def abort(self) -> None:
@@ -465,6 +468,7 @@ class LeanConnection(asyncio.Protocol):
     def _close_received(self, payload: bytes) -> None:
         """Answer the client's close frame (RFC 6455 §5.5.1) and end the connection."""
         if not payload:
+            self.close_code = wsframe.NO_STATUS_RECEIVED
             self._end(wsframe.empty_close_frame())
             return
         code = int.from_bytes(payload[:2], "big")

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from relay.alerts import AlertKind, url_host
 from relay.config import AppConfig, WebhookSettings
 from relay.metrics import Metrics
 from relay.webhooks.model import (
@@ -117,18 +118,45 @@ class WebhookDispatcher:
         self._closing = False
         self._closed = False
         self._dropping = False
+        self._metrics: Metrics | None = None
         if metrics is not None:
             self.register_gauges(metrics)
 
     def register_gauges(self, metrics: Metrics) -> None:
+        """relay_webhook* at /metrics; failing targets and dead letters also go to the operators' alerts."""
         counters = self.counters
-        metrics.gauges["webhooks_queued"] = lambda: self.queued
-        metrics.gauges["webhooks_backlog"] = lambda: self._store.backlog
-        metrics.gauges["webhooks_delivered"] = lambda: counters.delivered
-        metrics.gauges["webhooks_failed_attempts"] = lambda: counters.failed_attempts
-        metrics.gauges["webhooks_dropped"] = lambda: counters.dropped
-        metrics.gauges["webhooks_dead_lettered"] = lambda: counters.dead_lettered
-        metrics.gauges["webhooks_leaves_cancelled"] = lambda: counters.cancelled
+        self._metrics = metrics
+        metrics.add_gauge(
+            "relay_webhooks_queued", "Webhook events waiting in this process", (), lambda: [((), self.queued)]
+        )
+        metrics.add_gauge(
+            "relay_webhooks_backlog", "Webhook deliveries waiting in the store", (), lambda: [((), self._store.backlog)]
+        )
+        for name, documentation, read in (
+            ("relay_webhooks_enqueued", "Webhook events queued", lambda: counters.accepted),
+            ("relay_webhooks_sent", "Webhook requests the receiver accepted (2xx)", lambda: counters.delivered),
+            (
+                "relay_webhook_failed_attempts",
+                "Webhook requests that failed; every retry counts",
+                lambda: counters.failed_attempts,
+            ),
+            (
+                "relay_webhooks_dead_lettered",
+                "Webhook deliveries given up and kept for replay",
+                lambda: counters.dead_lettered,
+            ),
+            (
+                "relay_webhooks_dropped",
+                "Webhook events dropped (queue full, or left at shutdown)",
+                lambda: counters.dropped,
+            ),
+            (
+                "relay_webhooks_leaves_cancelled",
+                "Leave webhooks cancelled by a quick return",
+                lambda: counters.cancelled,
+            ),
+        ):
+            metrics.add_total(name, documentation, read)
 
     @property
     def queued(self) -> int:
@@ -455,8 +483,15 @@ class WebhookDispatcher:
             if error is None:
                 await self._store_call(lambda: self._store.ack(delivery))
                 self.counters.delivered += 1
+                if self._metrics is not None:
+                    self._metrics.webhook_delivery.observe(max(now_ms() - delivery.created_ms, 0) / 1000)
                 return
             self.counters.failed_attempts += 1
+            if self._metrics is not None:
+                # The URL's host only: a webhook URL may carry a token in its path or query.
+                self._metrics.alerts.raise_alert(
+                    AlertKind.WEBHOOK_FAILING, f"webhook target {url_host(delivery.url)} is failing: {error}"
+                )
             now = now_ms()
             deadline = attempt.first_attempt_ms + int(self._settings.retry_for * 1000)
             if now >= deadline:
@@ -482,6 +517,12 @@ class WebhookDispatcher:
         letter = DeadLetter(attempt, now_ms(), error)
         await self._store_call(lambda: self._store.dead_letter(delivery, letter))
         self.counters.dead_lettered += 1
+        if self._metrics is not None:
+            self._metrics.alerts.raise_alert(
+                AlertKind.WEBHOOK_DEAD_LETTERED,
+                f"a webhook delivery to {url_host(delivery.url)} of app {delivery.app_id} was dead-lettered "
+                f"after {attempt.attempts} attempts ({error}); replay it with the dead-letter API",
+            )
         logger.warning(
             "webhooks: delivery %s to %s dead-lettered after %d attempts: %s",
             delivery.id,

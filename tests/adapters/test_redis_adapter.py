@@ -14,6 +14,7 @@ from relay.adapters.base import Envelope, EnvelopeKind
 from relay.adapters.redis import RedisAdapter
 from relay.app import create_app
 from relay.config import load_config
+from relay.metrics import Metrics
 from tests.adapters.conftest import APP, TEST_NODE_TIMEOUT, NodeFactory, RecordingListener, TestNode, redis_config
 from tests.support import TIMEOUT, RedisProcess, scaled
 
@@ -171,7 +172,9 @@ async def test_redis_restart_resyncs_state_and_delivers_exactly_once(
     await asyncio.gather(redis_of(a).wait_connected(), redis_of(b).wait_connected())
     await asyncio.gather(a.settle(), b.settle())
     assert redis_of(a).outages == 1 and redis_of(b).outages == 1
-    assert redis_of(a).gauges()["redis_outages"]() == 1  # what /metrics shows
+    metrics = Metrics()
+    redis_of(a).register_metrics(metrics)
+    assert "relay_redis_outages_total 1.0" in metrics.render()[0].decode()  # what /metrics shows
     for node in (a, b):
         # Both nodes wrote their share back into an empty Redis (join order is the write-back order).
         assert await node.adapter.members(APP, "presence-room") == {"alice": {"name": "Alice"}, "bob": {"name": "Bob"}}
@@ -221,8 +224,8 @@ async def test_metrics_show_the_redis_adapter(aiohttp_client: Any, redis_process
     response = await client.get("/metrics")
     text = await response.text()
     assert "relay_redis_connected 1.0" in text
-    assert "relay_redis_outages 0" in text
-    assert "relay_redis_publishes_dropped 0" in text
+    assert "relay_redis_outages_total 0.0" in text
+    assert "relay_redis_publishes_dropped_total 0.0" in text
 
 
 async def test_a_killed_link_is_an_outage_not_a_silent_reconnect(

@@ -12,6 +12,7 @@ from tests.support.fixtures import (  # noqa: F401  (pytest finds fixtures by na
     RelayFactory,
     caddy_factory,
     node_factory,
+    redis_process,
     relay_factory,
 )
 

@@ -28,6 +28,7 @@ from tests.clients.harness import (
     subscribe,
 )
 from tests.support import NodeClient, RelayProcess, scaled
+from tests.support.http import local_http_server
 
 pytestmark = [pytest.mark.auth_features, pytest.mark.timeout(scaled(60))]
 
@@ -60,15 +61,8 @@ async def _auth_endpoint(authorize: Authorize) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/broadcasting/auth", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/broadcasting/auth"
-    finally:
-        await runner.cleanup()
+    async with local_http_server(app) as base:
+        yield f"{base}/broadcasting/auth"
 
 
 @pytest.fixture

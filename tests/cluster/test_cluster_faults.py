@@ -264,7 +264,10 @@ async def redis_metrics(http: aiohttp.ClientSession, node: RelayProcess) -> dict
     async with http.get(f"{node.http_url}/metrics") as response:
         assert response.status == 200
         text = await response.text()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"(?m)^relay_redis_(\w+) ([0-9.e+-]+)$", text)}
+    return {
+        m.group(1).removesuffix("_total"): float(m.group(2))
+        for m in re.finditer(r"(?m)^relay_redis_(\w+) ([0-9.e+-]+)$", text)
+    }
 
 
 async def connected_everywhere(nodes: Nodes, subscribers: list[tuple[int, Sink]], channel: str) -> None:

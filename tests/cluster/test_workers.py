@@ -6,6 +6,7 @@ matched against /proc/net/tcp{,6} entries on the server port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -19,9 +20,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from relay.metrics_share import WRITE_INTERVAL
 from tests.cluster.conftest import APP, Cluster, ClusterNode, barrier, unique
-from tests.integration.wire import Client
+from tests.integration.wire import Client, connect
 from tests.support.fixtures import RelayFactory
+from tests.support.metrics import scrape_samples
 from tests.support.redis import RedisProcess
 from tests.support.relay import RelayProcess
 from tests.support.timeouts import STARTUP_TIMEOUT, STOP_TIMEOUT, TIMEOUT, scaled
@@ -200,3 +203,29 @@ def test_workers_that_cannot_start_stop_the_server_with_their_error(redis_proces
     assert result.returncode == 1, result.stderr
     assert "address already in use" in result.stderr
     assert "right after starting; stopping" in result.stderr
+
+
+async def test_one_scrape_shows_every_worker(workers_relay: tuple[RelayProcess, set[int]]) -> None:
+    """Whichever worker answers /metrics, it counts the connections of both (relay.metrics_share)."""
+    parent, workers = workers_relay
+    clients: list[Client] = []
+    try:
+        spread = {pid: 0 for pid in workers}
+        while len(clients) < 64 and min(spread.values()) < 2:
+            clients.append(await connect(parent.ws_url(str(APP["key"]))))
+            spread = per_worker(workers, parent.port, _ESTABLISHED)
+        assert min(spread.values()) >= 2, f"connections per worker: {spread}"
+        # A worker shares its figures once a second (relay.metrics_share.WRITE_INTERVAL): let both catch up.
+        await asyncio.sleep(WRITE_INTERVAL * 1.5)
+        async with aiohttp.ClientSession() as http:
+            # Each scrape lands on one worker (a new connection each time): both must answer for all.
+            for _ in range(8):
+                async with http.get(f"{parent.http_url}/metrics", headers={"Connection": "close"}) as response:
+                    text = await response.text()
+                found = scrape_samples(text)
+                assert found[("relay_connections", (("app_id", str(APP["id"])),))] == len(clients), text
+                opened = found[("relay_connections_opened_total", (("app_id", str(APP["id"])),))]
+                assert opened == len(clients), text
+    finally:
+        for client in clients:
+            await client.close()

@@ -148,9 +148,8 @@ async def assert_node_empty(node: Node, published: set[str], total: int) -> None
     assert adapter.is_empty()
     # The cache is per channel with a TTL, not per socket: only the channels published to hold an event.
     assert {channel for _, channel in adapter._cache} <= published
-    assert node.metrics.gauges["connections"]() == 0
-    assert node.metrics.connections_opened == total
-    assert node.metrics.connections_closed == total
+    assert node.metrics.app(APP.id).connections_opened == total
+    assert sum(node.metrics.app(APP.id).closed_by_code.values()) == total
     assert len(node._verifiers) == 1 and len(node._settings) == 1
 
 
@@ -236,7 +235,8 @@ async def test_refused_and_terminated_connections_leave_nothing(relay_server: Re
             await client.close()
         await wait_until(lambda: not node.connections, scaled(10))
     assert node.registry.is_empty() and node.users == {} and adapter.is_empty()
-    assert node.metrics.connections_opened == node.metrics.connections_closed == 60
+    traffic = node.metrics.app(APP.id)
+    assert traffic.connections_opened == sum(traffic.closed_by_code.values()) == 60
 
 
 async def connect_refused(server: RelayServer) -> int:

@@ -411,7 +411,7 @@ async def test_slow_consumer_is_cut_while_others_keep_receiving(relay_server: Re
 
     data = "x" * 100_000
     sent = 0
-    while server.node.metrics.slow_consumers_closed == 0:
+    while server.node.metrics.app(APP.id).slow_consumer_disconnects == 0:
         assert sent < 400, "the stalled client was never cut"
         body = {"name": "big", "channels": ["flood"], "data": f"{sent}:{data}"}
         response = await api.send(build_request(sdk, "POST", f"/apps/{APP.id}/events", body))
@@ -419,7 +419,7 @@ async def test_slow_consumer_is_cut_while_others_keep_receiving(relay_server: Re
         sent += 1
         received = await expect_event(reader, "big")  # the reading client gets every event, in order
         assert received["data"].startswith(f"{sent - 1}:")
-    assert server.node.metrics.slow_consumers_closed == 1
+    assert server.node.metrics.app(APP.id).slow_consumer_disconnects == 1
     await wait_until(lambda: len(server.node.connections) == 1)
     await reader.write(frame(PING, b"alive"))
     assert (await reader.read_frame()).payload == b"alive"
@@ -454,7 +454,8 @@ async def test_many_connections_open_and_close_leave_nothing_behind(relay_server
     await asyncio.gather(*(one(number) for number in range(150)))
     node = server.node
     await wait_until(lambda: not node.connections and node.registry.is_empty() and not node.users)
-    assert node.metrics.connections_opened == node.metrics.connections_closed == 150
+    traffic = node.metrics.app(APP.id)
+    assert traffic.connections_opened == sum(traffic.closed_by_code.values()) == 150
     # The presence channel is empty for a new member too: it sees only itself.
     sock, socket_id = await connected(server)
     auth, channel_data = presence_auth(sdk, socket_id, "presence-crowd", {"user_id": "last"})

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from relay.alerts import AlertKind, Alerts
+from tests.support.http import local_http_server
 
 
 @dataclass
@@ -41,13 +42,8 @@ async def slack() -> AsyncIterator[FakeSlack]:
     app = web.Application()
     app.router.add_post("/services/T0/B0/hook", hook)
     app.router.add_post("/broken", broken)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield FakeSlack(f"http://127.0.0.1:{port}/services/T0/B0/hook", f"http://127.0.0.1:{port}/broken", texts)
-    await runner.cleanup()
+    async with local_http_server(app) as base:
+        yield FakeSlack(f"{base}/services/T0/B0/hook", f"{base}/broken", texts)
 
 
 async def test_one_message_then_a_summary_of_suppressed_repeats(slack: FakeSlack) -> None:

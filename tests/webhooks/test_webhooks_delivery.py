@@ -81,9 +81,11 @@ async def test_every_event_type_arrives_signed_and_validated(receiver: Receiver,
 
     async with aiohttp.ClientSession() as session, session.get(f"{server.http_url}/metrics") as response:
         metrics = await response.text()
-    assert f"relay_webhooks_delivered {len(receiver.requests)}" in metrics
-    for name in ("queued", "backlog", "failed_attempts", "dropped", "dead_lettered"):
-        assert f"relay_webhooks_{name} 0" in metrics
+    assert f"relay_webhooks_sent_total {float(len(receiver.requests))}" in metrics
+    for name in ("webhooks_queued", "webhooks_backlog"):
+        assert f"relay_{name} 0.0" in metrics
+    for name in ("webhook_failed_attempts", "webhooks_dropped", "webhooks_dead_lettered"):
+        assert f"relay_{name}_total 0.0" in metrics
 
 
 async def test_each_target_gets_only_its_event_types_and_channel_prefix(relays: RelayStarter) -> None:
@@ -291,7 +293,7 @@ async def test_full_queue_drops_new_events_and_counts_them(receiver: Receiver, r
     await wait_for_counters(server, all_seen)
     assert (server.webhooks.counters.accepted, server.webhooks.counters.dropped) == (2, 3)
     async with aiohttp.ClientSession() as session, session.get(f"{server.http_url}/metrics") as response:
-        assert "relay_webhooks_dropped 3\n" in await response.text()
+        assert "relay_webhooks_dropped_total 3.0\n" in await response.text()
     receiver.release.set()
     await receiver.wait_for(lambda: len(receiver.delivered) == 2)
     await client.close()
