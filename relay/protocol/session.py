@@ -252,9 +252,10 @@ class Session:
 
     def _signin(self, message: messages.Signin) -> list[Action]:
         if not self._verifier.signin_ok(self.socket_id, message.user_data, message.auth):
-            return self._refuse(
-                errors.PusherError(errors.CONNECTION_UNAUTHORIZED, "Invalid sign-in signature", close=True)
-            )
+            # An error frame, not a close (Pusher's protocol: signin_success or pusher:error). pusher-js sends
+            # a sign-in signed for the previous socket_id when it reconnects during the user-auth request;
+            # a 4009 close would stop it for good before its fresh sign-in arrives.
+            return [_error(errors.CONNECTION_UNAUTHORIZED, "Invalid sign-in signature")]
         try:
             user_data = orjson.loads(message.user_data)
         except orjson.JSONDecodeError:

@@ -117,18 +117,6 @@ BAD_SIGNIN = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_SIGNIN))
-async def test_bad_signin_signature_is_4009_and_close(server: RelayServer, signer: Any, case: str) -> None:
-    bystander = await signed_in(server, signer, "9")
-    client = await server.connect()
-    auth, user_data = BAD_SIGNIN[case](client.socket_id, signer)
-    await signin(client, auth, user_data)
-    await assert_terminated(client)
-    await wait_until(lambda: client.socket_id not in server.node.connections)
-    assert (APP.id, "1") not in server.node.users
-    await bystander.expect_silence()
-
-
 @pytest.mark.parametrize(
     "user_data",
     [
