@@ -1,4 +1,4 @@
-"""The signed HTTP API (PROTOCOL.md §6): one handler per endpoint plus the signature check.
+"""The signed HTTP API (docs/protocol.md §6): one handler per endpoint plus the signature check.
 
 Errors are 4xx with a JSON body `{"error": "<what is wrong>"}`, raised through `http_error`.
 """
@@ -104,7 +104,7 @@ class HttpApi:
         router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}", self.channel)
         router.add_get(f"{prefix}/apps/{{app_id}}/channels/{{channel}}/users", self.users)
         router.add_post(f"{prefix}/apps/{{app_id}}/users/{{user_id}}/terminate_connections", self.terminate)
-        # pusher-http-python 3.3 posts here without /apps/<id>; the app is found by auth_key (§11b.16).
+        # pusher-http-python 3.3 posts here without /apps/<id>; the app is found by auth_key (§9.16).
         router.add_post(f"{prefix}/users/{{user_id}}/terminate_connections", self.terminate)
 
     # Signature -----------------------------------------------------------------------------------

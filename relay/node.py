@@ -322,7 +322,7 @@ class Node:
         await self._subscription_count_changed(app, channel)
 
     async def _subscription_count_changed(self, app: AppConfig, channel: str) -> None:
-        """The opt-in subscription_count webhook (PROTOCOL.md §7): cluster-wide count, never for presence."""
+        """The opt-in subscription_count webhook (docs/protocol.md §7): cluster-wide count, never for presence."""
         if is_presence(channel) or not self.webhooks.wants(app, "subscription_count"):
             return
         count = await self.adapter.subscription_count(app.id, channel)

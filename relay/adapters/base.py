@@ -34,7 +34,7 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class CachedEvent:
-    """A cache channel's last event (PROTOCOL.md §2.7)."""
+    """A cache channel's last event (docs/protocol.md §2.7)."""
 
     event: str
     data: str

@@ -1,9 +1,9 @@
 """One connection's protocol state machine.
 
 `receive(raw, now)` and `tick(now)` return actions; the session never awaits, never reads a clock and
-never sees a socket. Rules it enforces, in PROTOCOL.md's words:
+never sees a socket. Rules it enforces, as docs/protocol.md states them:
 - subscribe: valid name (§4), auth by prefix (§2.3), presence `channel_data` (§2.4), `#` only for the
-  socket's own server-to-user channel (§11b.11); a re-subscribe is answered again, not joined twice;
+  socket's own server-to-user channel (§9.11); a re-subscribe is answered again, not joined twice;
 - client events (§2.5): app setting, `client-` prefix, sender subscribed, private/presence only,
   size and rate limits, `user_id` added on presence;
 - sign-in (§2.6): signature over `socket_id::user::user_data`, one user per connection;
@@ -82,7 +82,7 @@ class Session:
         # presence channel -> this socket's user_info there (to rebuild cluster state after an outage)
         self.member_info: dict[str, Any] = {}
         self.user: _User | None = None
-        # Set once the authorized-connection deadline is met by a private/presence subscription (§2.6.7).
+        # Set once the authorized-connection deadline is met by a private/presence subscription (§2.6, item 5).
         self._authorized = False
         self._tokens = settings.client_event_rate
         self._tokens_at = now
@@ -152,7 +152,7 @@ class Session:
         elif kind.needs_auth and not self._private_auth_ok(message):
             return [_auth_error(channel, _bad_signature(self.socket_id, channel))]
         if channel in self.channels:
-            # Already subscribed: success again, no second membership (§11b.10).
+            # Already subscribed: success again, no second membership (§9.10).
             previous = self.channels[channel]
             if member is None or previous == member.user_id:
                 return [Join(channel, kind, None if member is None else member)]
@@ -181,7 +181,7 @@ class Session:
         channel = message.channel
         channel_data = message.channel_data
         if channel_data is None:
-            # A signed-in socket may join with its sign-in identity, signed over socket_id:channel (§11b.11).
+            # A signed-in socket may join with its sign-in identity, signed over socket_id:channel (§9.11).
             if self.user is None:
                 return _auth_error(channel, "Presence channels need channel_data")
             if not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, None):

@@ -1,4 +1,4 @@
-"""Webhooks (PROTOCOL.md §7): signed, batched, retried, held back for leave_delay, never blocking the node.
+"""Webhooks (docs/protocol.md §7): signed, batched, retried, held back for leave_delay, never blocking the node.
 
 create_dispatcher() picks the store: Redis when the cluster has one (queue, held leaves and dead letters are
 then shared by every node and survive restarts), memory otherwise.

@@ -52,7 +52,7 @@ PUMP_BATCH: Final = 1000
 # A hold released at shutdown without Redis: "due" at the end of time.
 FOREVER_MS: Final = 2**62
 # subscription_count above this many subscribers is sent at most once per SUBSCRIPTION_COUNT_INTERVAL
-# seconds per channel (PROTOCOL.md §7, as Pusher); the newest count waits and is sent when the interval ends.
+# seconds per channel (docs/protocol.md §7, as Pusher); the newest count waits and is sent when the interval ends.
 SUBSCRIPTION_COUNT_BUSY: Final = 100
 SUBSCRIPTION_COUNT_INTERVAL: Final = 5.0
 

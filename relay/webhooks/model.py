@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-# A webhook event as Pusher documents it (PROTOCOL.md §7): name, channel and the event's own fields,
+# A webhook event as Pusher documents it (docs/protocol.md §7): name, channel and the event's own fields,
 # all strings except subscription_count.
 WebhookEvent = dict[str, str | int]
 
