@@ -16,16 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-WEBHOOK_EVENT_TYPES: Final = (
-    "channel_occupied",
-    "channel_vacated",
-    "member_added",
-    "member_removed",
-    "client_event",
-    "cache_miss",
-    "subscription_count",
-)
-DEV_APP_ID: Final = "1001"
+from relay.protocol.ids import AppId
+from relay.protocol.webhook_events import WEBHOOK_EVENT_NAMES
+
+WEBHOOK_EVENT_TYPES: Final = WEBHOOK_EVENT_NAMES
+DEV_APP_ID: Final = AppId("1001")
 DEV_APP_KEY: Final = "relay-key"
 DEV_APP_SECRET: Final = "relay-secret"
 DEFAULT_SIGNIN_TIMEOUT: Final = 30.0
@@ -48,7 +43,7 @@ class WebhookConfig:
 
 @dataclass(frozen=True, slots=True)
 class AppConfig:
-    id: str
+    id: AppId
     key: str
     secret: str
     enabled: bool = True
@@ -139,6 +134,8 @@ class Config:
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Turn a TOML value or an environment string into `annotation`, or raise ConfigError naming `where`."""
+    if isinstance(annotation, typing.NewType):  # AppId: coerced as the str it is
+        return _coerce(value, annotation.__supertype__, where)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]

@@ -36,6 +36,7 @@ from relay.protocol.channels import (
     channel_type,
     server_to_user_channel,
 )
+from relay.protocol.ids import UserId
 
 MAX_WATCHLIST: int = 100
 
@@ -64,7 +65,7 @@ class Verifier(Protocol):
 
 @dataclass(slots=True)
 class _User:
-    user_id: str
+    user_id: UserId
     user_info: Any
 
 
@@ -78,7 +79,7 @@ class Session:
         self._pinged_at: float | None = None
         self.closed = False
         # channel -> presence user_id on that channel (None for other kinds)
-        self.channels: dict[str, str | None] = {}
+        self.channels: dict[str, UserId | None] = {}
         # presence channel -> this socket's user_info there (to rebuild cluster state after an outage)
         self.member_info: dict[str, Any] = {}
         self.user: _User | None = None
@@ -202,7 +203,7 @@ class Session:
             return _limit_error(channel, f"user_id is longer than {self.settings.max_user_id_length} characters")
         return self._sized_member(channel, user_id, parsed.get("user_info"))
 
-    def _sized_member(self, channel: str, user_id: str, user_info: Any) -> Member | Send:
+    def _sized_member(self, channel: str, user_id: UserId, user_info: Any) -> Member | Send:
         """The user_info limit, for channel_data and sign-in identities alike."""
         if len(orjson.dumps(user_info)) > self.settings.max_presence_member_size:
             limit = self.settings.max_presence_member_size
@@ -275,8 +276,8 @@ class Session:
             if len(watchlist) > MAX_WATCHLIST:
                 actions.append(_error(errors.WATCHLIST_LIMIT_EXCEEDED, "Watchlist limit exceeded"))
         if self.user is None:
-            self.user = _User(user_id, user_data.get("user_info"))
-            actions.append(SignedIn(user_id, self.user.user_info, watched))
+            self.user = _User(UserId(user_id), user_data.get("user_info"))
+            actions.append(SignedIn(self.user.user_id, self.user.user_info, watched))
         return actions
 
     # Time ----------------------------------------------------------------------------------------
@@ -335,12 +336,12 @@ def _bad_signature(socket_id: str, channel: str) -> str:
     return f"Invalid signature: expected HMAC SHA256 hex digest of {socket_id}:{channel}[:channel_data]"
 
 
-def _user_id_string(value: object) -> str | None:
+def _user_id_string(value: object) -> UserId | None:
     """Laravel sends string ids, others numbers; members are compared as strings (§2.4)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str) and value:
-        return value
+        return UserId(value)
     if isinstance(value, int | float):
-        return json.dumps(value)
+        return UserId(json.dumps(value))
     return None

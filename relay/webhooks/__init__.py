@@ -9,7 +9,8 @@ from __future__ import annotations
 from relay.apps import AppDirectory
 from relay.config import Config
 from relay.metrics import Metrics
-from relay.webhooks.dispatcher import WebhookCounters, WebhookDispatcher
+from relay.webhooks.counters import WebhookCounters
+from relay.webhooks.dispatcher import WebhookDispatcher
 from relay.webhooks.model import DeadLetter, Delivery
 from relay.webhooks.sender import DELIVERY_ID_HEADER
 from relay.webhooks.store import DeliveryStore, MemoryStore
