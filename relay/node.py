@@ -213,16 +213,14 @@ class Node:
             return
         self.metrics.connections_closed += 1
         session = connection.session
-        session.closed = True
         app = connection.app
-        for channel, user_id in list(session.channels.items()):
+        for leave in session.close():
             try:
-                await self._leave(connection, Leave(channel, user_id))
+                await self._leave(connection, leave)
             except Exception:
-                logger.exception("leaving %s failed for socket_id=%s", channel, socket_id)
-        session.channels.clear()
-        if session.user is not None:
-            key = (app.id, session.user.user_id)
+                logger.exception("leaving %s failed for socket_id=%s", leave.channel, socket_id)
+        if session.user_id is not None:
+            key = (app.id, session.user_id)
             sockets = self.users.get(key)
             if sockets is not None:
                 sockets.discard(socket_id)
@@ -392,11 +390,11 @@ class Node:
             subscriber = self.connections.get(socket_id)
             if subscriber is None:
                 continue
-            user_id = subscriber.session.channels.get(channel)
-            user_info = None
-            if user_id is not None:
-                user_info = subscriber.session.member_info.get(channel)
-            subscriptions.append(LocalSubscription(app_id, channel, socket_id, user_id, user_info))
+            member = subscriber.session.member_on(channel)
+            if member is None:
+                subscriptions.append(LocalSubscription(app_id, channel, socket_id))
+            else:
+                subscriptions.append(LocalSubscription(app_id, channel, socket_id, member.user_id, member.user_info))
         return LocalSnapshot(counts, tuple(subscriptions))
 
     # HTTP API operations -------------------------------------------------------------------------

@@ -88,6 +88,23 @@ class Session:
         self._tokens = settings.client_event_rate
         self._tokens_at = now
 
+    # What the node asks ------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> UserId | None:
+        """The user this connection signed in as (pusher:signin), if any."""
+        return None if self.user is None else self.user.user_id
+
+    def member_on(self, channel: str) -> Member | None:
+        """This connection's presence membership on `channel` (to rebuild cluster state after an outage)."""
+        user_id = self.channels.get(channel)
+        return None if user_id is None else Member(user_id, self.member_info.get(channel))
+
+    def close(self) -> list[Leave]:
+        """The connection is gone: no more actions from it; one Leave per channel for the node to undo."""
+        self.closed = True
+        return [Leave(channel, user_id) for channel, user_id in self.channels.items()]
+
     # Frames in -----------------------------------------------------------------------------------
 
     def receive(self, raw: bytes | str, now: float) -> list[Action]:
