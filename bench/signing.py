@@ -1,4 +1,4 @@
-"""HMAC signatures the generator needs: HTTP API requests (PROTOCOL.md 6.3) and channel auth (5.1).
+"""HMAC signatures the generator needs: HTTP API requests (docs/protocol.md §6.3) and channel auth (5.1).
 
 Written here rather than imported from relay so the bench can target any server, even when relay
 is not installed or is broken.

@@ -21,10 +21,14 @@ from urllib.parse import urlsplit
 
 from relay import __version__
 from relay.app import create_app
-from relay.config import Config, ConfigError, load_config
+from relay.config import Config, ConfigError, load_config, setting_default, setting_type
 from relay.logs import configure_logging
 from relay.metrics_share import METRICS_DIR_ENV, retire_worker
 from relay.server import start_server
+from relay.settings import SETTINGS
+
+# Flags set top-level settings only; tables ([redis], [webhook]) come from the file or the environment.
+FLAG_SETTINGS: Final = tuple(setting for setting in SETTINGS if setting.flag and not setting.table)
 
 logger = logging.getLogger("relay")
 
@@ -35,14 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--config", help="TOML file with server settings and [[apps]]")
-    serve.add_argument("--host", help="address to bind (default 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
-    serve.add_argument("--path", help="prefix before /app/<key> and /apps/<id>")
-    serve.add_argument("--redis-url", dest="redis_url", help="Redis URL: several nodes act as one server")
-    serve.add_argument("--workers", type=int, help="processes sharing the port (needs Redis)")
-    serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
-    serve.add_argument("--log-format", dest="log_format", choices=("text", "json"), help="log lines as text or JSON")
-    serve.add_argument("--transport", choices=("lean", "aiohttp"), help="WebSocket implementation (default lean)")
+    for setting in FLAG_SETTINGS:
+        default = setting_default(setting)
+        serve.add_argument(
+            setting.flag_name,
+            dest=setting.name,
+            type=setting_type(setting),
+            choices=setting.choices or None,
+            help=setting.meaning.replace("`", "") + ("" if default in (None, "") else f" (default {default})"),
+        )
     # Set by `--workers`: each worker binds with SO_REUSEPORT.
     serve.add_argument("--reuse-port", dest="reuse_port", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -203,10 +208,7 @@ def _reuse_port_supported() -> bool:
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     options = _parser().parse_args(arguments)
-    overrides = {
-        name: getattr(options, name)
-        for name in ("host", "port", "path", "redis_url", "workers", "log_level", "log_format", "transport")
-    }
+    overrides = {setting.name: getattr(options, setting.name) for setting in FLAG_SETTINGS}
     try:
         config = load_config(options.config, overrides=overrides)
     except ConfigError as error:

@@ -1,7 +1,8 @@
 """Settings: frozen dataclasses and load_config(), the only code that reads os.environ or a config file.
 
 Sources, weakest first: defaults here, the TOML file (`--config`), Reverb's variables (`REVERB_*`),
-relay's variables (`RELAY_*`), command-line flags. Every default lives in this module.
+relay's variables (`RELAY_*`), command-line flags. Every default lives in this module; the server
+settings' names in every source are declared in relay/settings.py.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-WEBHOOK_EVENT_TYPES: Final = (
-    "channel_occupied",
-    "channel_vacated",
-    "member_added",
-    "member_removed",
-    "client_event",
-    "cache_miss",
-    "subscription_count",
-)
-DEV_APP_ID: Final = "1001"
+from relay.protocol.ids import AppId
+from relay.protocol.webhook_events import WEBHOOK_EVENT_NAMES
+from relay.settings import SETTINGS, Setting
+
+WEBHOOK_EVENT_TYPES: Final = WEBHOOK_EVENT_NAMES
+DEV_APP_ID: Final = AppId("1001")
 DEV_APP_KEY: Final = "relay-key"
 DEV_APP_SECRET: Final = "relay-secret"
 DEFAULT_SIGNIN_TIMEOUT: Final = 30.0
@@ -48,7 +45,7 @@ class WebhookConfig:
 
 @dataclass(frozen=True, slots=True)
 class AppConfig:
-    id: str
+    id: AppId
     key: str
     secret: str
     enabled: bool = True
@@ -152,6 +149,8 @@ class Config:
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Turn a TOML value or an environment string into `annotation`, or raise ConfigError naming `where`."""
+    if isinstance(annotation, typing.NewType):  # AppId: coerced as the str it is
+        return _coerce(value, annotation.__supertype__, where)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
@@ -242,12 +241,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} is not valid TOML: {error}") from None
 
 
-_REVERB_SERVER: Final = {
-    "REVERB_SERVER_HOST": "host",
-    "REVERB_SERVER_PORT": "port",
-    "REVERB_SERVER_PATH": "path",
-    "REVERB_MAX_REQUEST_SIZE": "max_request_size",
-}
 _REVERB_APP: Final = {
     "REVERB_APP_ID": "id",
     "REVERB_APP_KEY": "key",
@@ -256,29 +249,42 @@ _REVERB_APP: Final = {
     "REVERB_APP_MAX_CONNECTIONS": "max_connections",
     "REVERB_APP_MAX_MESSAGE_SIZE": "max_message_size",
 }
-_RELAY_SERVER: Final = {
-    "RELAY_HOST": "host",
-    "RELAY_PORT": "port",
-    "RELAY_PATH": "path",
-    "RELAY_WORKERS": "workers",
-    "RELAY_LOG_LEVEL": "log_level",
-    "RELAY_LOG_FORMAT": "log_format",
-    "RELAY_MAX_REQUEST_SIZE": "max_request_size",
-    "RELAY_MAX_OUTBOUND_BUFFER": "max_outbound_buffer",
-    "RELAY_SHUTDOWN_TIMEOUT": "shutdown_timeout",
-    "RELAY_SHUTDOWN_GRACE": "shutdown_grace",
-    "RELAY_TRANSPORT": "transport",
-    "RELAY_METRICS_DIR": "metrics_dir",
+_TABLES: Final[dict[str, type]] = {
+    "": Config,
+    "redis": RedisConfig,
+    "webhook": WebhookSettings,
+    "alerts": AlertSettings,
 }
 
 
-def _env_server(env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for mapping in (_REVERB_SERVER, _RELAY_SERVER):
-        for name, setting in mapping.items():
+def _env_settings(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Server settings from the environment, by TOML table ("" for top level); RELAY_* over Reverb's names."""
+    values: dict[str, dict[str, Any]] = {table: {} for table in _TABLES}
+    for setting in SETTINGS:
+        if not setting.generic_env:
+            continue
+        for name in (*setting.reverb_env, setting.env):
             if env.get(name, "") != "":
-                values[setting] = env[name]
+                values[setting.table][setting.name] = env[name]
     return values
+
+
+def setting_default(setting: Setting) -> object:
+    """The default of a declared setting, read from its dataclass field."""
+    if setting.key == "redis_url":
+        return None  # no Redis unless asked for
+    (field_,) = [f for f in dataclasses.fields(_TABLES[setting.table]) if f.name == setting.name]
+    if field_.default_factory is not dataclasses.MISSING:
+        return field_.default_factory()
+    return field_.default
+
+
+def setting_type(setting: Setting) -> type:
+    """The Python type a flag's value is parsed as (str for redis_url, which has no field of its own)."""
+    if setting.key == "redis_url":
+        return str
+    annotation = typing.get_type_hints(_TABLES[setting.table])[setting.name]
+    return annotation if isinstance(annotation, type) else str
 
 
 def _env_app(env: Mapping[str, str]) -> dict[str, Any]:
@@ -332,19 +338,15 @@ def load_config(
     if not isinstance(toml_apps, list):
         raise ConfigError("apps: expected [[apps]] tables")
     raw_redis = raw.pop("redis", None)
-    raw.update(_env_server(env))
+    env_values = _env_settings(env)
+    raw.update(env_values[""])
     raw.update({name: value for name, value in (overrides or {}).items() if value is not None})
 
     redis_values: dict[str, Any] = dict(raw_redis) if isinstance(raw_redis, Mapping) else {}
     redis_url = str(raw.pop("redis_url", "") or "") or _redis_url_from_env(env)
     if redis_url:
         redis_values["url"] = redis_url
-    if env.get("REVERB_SCALING_CHANNEL", ""):
-        redis_values["prefix"] = env["REVERB_SCALING_CHANNEL"]
-    if env.get("RELAY_REDIS_PREFIX", ""):
-        redis_values["prefix"] = env["RELAY_REDIS_PREFIX"]
-    if env.get("RELAY_REDIS_NODE_TIMEOUT", ""):
-        redis_values["node_timeout"] = env["RELAY_REDIS_NODE_TIMEOUT"]
+    redis_values.update(env_values["redis"])
     redis = build(RedisConfig, redis_values, "redis") if "url" in redis_values else None
 
     apps = [build(AppConfig, app, f"apps[{index}]") for index, app in enumerate(toml_apps)]
@@ -359,17 +361,12 @@ def load_config(
     raw["dev_app"] = dev_app
     if "webhook" in raw and not isinstance(raw["webhook"], Mapping):
         raise ConfigError("webhook: expected a [webhook] table")
-    webhook_env = {
-        f.name: env[name]
-        for f in dataclasses.fields(WebhookSettings)
-        if env.get(name := f"RELAY_WEBHOOK_{f.name.upper()}", "") != ""
-    }
-    if webhook_env:
-        raw["webhook"] = {**raw.get("webhook", {}), **webhook_env}
+    if env_values["webhook"]:
+        raw["webhook"] = {**raw.get("webhook", {}), **env_values["webhook"]}
     if "alerts" in raw and not isinstance(raw["alerts"], Mapping):
         raise ConfigError("alerts: expected an [alerts] table")
-    if env.get("RELAY_ALERT_URLS", ""):
-        raw["alerts"] = {**raw.get("alerts", {}), "urls": env["RELAY_ALERT_URLS"]}
+    if env_values["alerts"]:
+        raw["alerts"] = {**raw.get("alerts", {}), **env_values["alerts"]}
     config: Config = build(Config, raw, "")
     config = dataclasses.replace(config, apps=tuple(apps), redis=redis)
     validate(config)

@@ -1,4 +1,4 @@
-"""The signed HTTP API (PROTOCOL.md §6): one handler per endpoint plus the signature check.
+"""The signed HTTP API (docs/protocol.md §6): one handler per endpoint plus the signature check.
 
 Errors are 4xx with a JSON body `{"error": "<what is wrong>"}`, raised through `http_error`.
 """
@@ -114,7 +114,7 @@ class HttpApi:
             self.terminate,
             name=f"{API_ROUTE}terminate_connections",
         )
-        # pusher-http-python 3.3 posts here without /apps/<id>; the app is found by auth_key (§11b.16).
+        # pusher-http-python 3.3 posts here without /apps/<id>; the app is found by auth_key (docs/protocol.md §9.16).
         router.add_post(
             f"{prefix}/users/{{user_id}}/terminate_connections",
             self.terminate,

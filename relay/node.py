@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -28,7 +28,7 @@ from relay.alerts import AlertKind
 from relay.apps import AppDirectory
 from relay.config import DEFAULT_SIGNIN_TIMEOUT, AppConfig
 from relay.metrics import Metrics
-from relay.protocol import errors, messages
+from relay.protocol import errors, messages, webhook_events
 from relay.protocol.actions import (
     Action,
     Close,
@@ -39,7 +39,9 @@ from relay.protocol.actions import (
     SignedIn,
 )
 from relay.protocol.channels import channel_type, is_cache, is_presence
+from relay.protocol.ids import SocketId
 from relay.protocol.session import Session, SessionSettings
+from relay.protocol.webhook_events import WebhookEvent, WebhookEventName
 from relay.registry import ChannelRegistry
 from relay.signing import AppVerifier
 
@@ -68,7 +70,7 @@ class Connection(Protocol):
 
 
 class WebhookSink(Protocol):
-    def notify(self, app: AppConfig, event: Mapping[str, Any]) -> None:
+    def notify(self, app: AppConfig, event: WebhookEvent) -> None:
         """Queue one webhook event for `app`; never blocks."""
 
     def wants(self, app: AppConfig, name: str) -> bool:
@@ -76,7 +78,7 @@ class WebhookSink(Protocol):
 
 
 class NoWebhooks:
-    def notify(self, app: AppConfig, event: Mapping[str, Any]) -> None:
+    def notify(self, app: AppConfig, event: WebhookEvent) -> None:
         pass
 
     def wants(self, app: AppConfig, name: str) -> bool:
@@ -217,9 +219,10 @@ class Node:
     async def open(self, connection: Connection) -> bool:
         """Count the connection against the app's quota and greet it; False when refused (4100)."""
         app = connection.app
-        count = await self.adapter.add_connection(app.id, connection.socket_id)
+        socket_id = SocketId(connection.socket_id)  # transports keep it as a plain str
+        count = await self.adapter.add_connection(app.id, socket_id)
         if app.max_connections and count > app.max_connections:
-            await self.adapter.remove_connection(app.id, connection.socket_id)
+            await self.adapter.remove_connection(app.id, socket_id)
             self.metrics.app(app.id).refused("over_quota")
             logger.warning(
                 "connection refused: app at its connection cap (%d)",
@@ -267,21 +270,19 @@ class Node:
 
     async def disconnect(self, connection: Connection) -> None:
         """Undo everything the connection held: subscriptions, presence, sign-in, quota."""
-        socket_id = connection.socket_id
+        socket_id = SocketId(connection.socket_id)  # transports keep it as a plain str
         if self.connections.pop(socket_id, None) is None:
             return
         session = connection.session
-        session.closed = True
         app = connection.app
         self.metrics.app(app.id).closed(connection.close_code)
-        for channel, user_id in list(session.channels.items()):
+        for leave in session.close():
             try:
-                await self._leave(connection, Leave(channel, user_id))
+                await self._leave(connection, leave)
             except Exception:
-                logger.exception("leaving %s failed for socket_id=%s", channel, socket_id)
-        session.channels.clear()
-        if session.user is not None:
-            key = (app.id, session.user.user_id)
+                logger.exception("leaving %s failed for socket_id=%s", leave.channel, socket_id)
+        if session.user_id is not None:
+            key = (app.id, session.user_id)
             sockets = self.users.get(key)
             if sockets is not None:
                 sockets.discard(socket_id)
@@ -322,7 +323,7 @@ class Node:
         await in between, so no channel event or member change can precede that frame or the cached event."""
         app = connection.app
         channel = join.channel
-        socket_id = connection.socket_id
+        socket_id = SocketId(connection.socket_id)  # transports keep it as a plain str
         member = join.member
         already = self.registry.contains(app.id, channel, socket_id)
         first_for_user = False
@@ -342,7 +343,7 @@ class Node:
                     app.id, channel, socket_id, member.user_id, member.user_info
                 )
             if await self.adapter.add_subscription(app.id, channel, socket_id):
-                self.webhooks.notify(app, {"name": "channel_occupied", "channel": channel})
+                self.webhooks.notify(app, webhook_events.channel_occupied(channel))
             await self._subscription_count_changed(app, channel)
         members = None if member is None else await self.adapter.members(app.id, channel)
         cached = await self.adapter.get_cache(app.id, channel) if join.channel_type.is_cache else None
@@ -356,7 +357,7 @@ class Node:
         if member is not None and first_for_user:
             frame = messages.member_added(channel, member.user_id, member.user_info)
             self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame, socket_id))
-            self.webhooks.notify(app, {"name": "member_added", "channel": channel, "user_id": member.user_id})
+            self.webhooks.notify(app, webhook_events.member_added(channel, member.user_id))
         if join.channel_type.is_cache:
             self._send_cached(connection, channel, cached)
 
@@ -364,14 +365,14 @@ class Node:
         app = connection.app
         if cached is None:
             connection.send(messages.cache_miss(channel))
-            self.webhooks.notify(app, {"name": "cache_miss", "channel": channel})
+            self.webhooks.notify(app, webhook_events.cache_miss(channel))
         else:
             connection.send(messages.channel_event(cached.event, channel, cached.data))
 
     async def _leave(self, connection: Connection, leave: Leave) -> None:
         app = connection.app
         channel = leave.channel
-        socket_id = connection.socket_id
+        socket_id = SocketId(connection.socket_id)  # transports keep it as a plain str
         if not self.registry.contains(app.id, channel, socket_id):
             return
         if self.registry.remove(app.id, channel, socket_id):
@@ -380,20 +381,20 @@ class Node:
             if await self.adapter.remove_member(app.id, channel, socket_id, leave.user_id):
                 self.member_removed(app, channel, leave.user_id)
         if await self.adapter.remove_subscription(app.id, channel, socket_id):
-            self.webhooks.notify(app, {"name": "channel_vacated", "channel": channel})
+            self.webhooks.notify(app, webhook_events.channel_vacated(channel))
         await self._subscription_count_changed(app, channel)
 
     async def _subscription_count_changed(self, app: AppConfig, channel: str) -> None:
-        """The opt-in subscription_count webhook (PROTOCOL.md §7): cluster-wide count, never for presence."""
-        if is_presence(channel) or not self.webhooks.wants(app, "subscription_count"):
+        """The opt-in subscription_count webhook (docs/protocol.md §7): cluster-wide count, never for presence."""
+        if is_presence(channel) or not self.webhooks.wants(app, WebhookEventName.SUBSCRIPTION_COUNT):
             return
         count = await self.adapter.subscription_count(app.id, channel)
-        self.webhooks.notify(app, {"name": "subscription_count", "channel": channel, "subscription_count": count})
+        self.webhooks.notify(app, webhook_events.subscription_count(channel, count))
 
     def member_removed(self, app: AppConfig, channel: str, user_id: str) -> None:
         frame = messages.member_removed(channel, user_id)
         self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame))
-        self.webhooks.notify(app, {"name": "member_removed", "channel": channel, "user_id": user_id})
+        self.webhooks.notify(app, webhook_events.member_removed(channel, user_id))
 
     def _client_event(self, connection: Connection, event: PublishClientEvent) -> None:
         app = connection.app
@@ -403,15 +404,7 @@ class Node:
         )
         self.adapter.publish(envelope)
         data = event.data if isinstance(event.data, str) else orjson.dumps(event.data).decode()
-        webhook: dict[str, Any] = {
-            "name": "client_event",
-            "channel": event.channel,
-            "event": event.event,
-            "data": data,
-            "socket_id": connection.socket_id,
-        }
-        if event.user_id is not None:
-            webhook["user_id"] = event.user_id
+        webhook = webhook_events.client_event(event.channel, event.event, data, connection.socket_id, event.user_id)
         self.webhooks.notify(app, webhook)
 
     def _signed_in(self, connection: Connection, signed_in: SignedIn) -> None:
@@ -460,23 +453,22 @@ class Node:
     def channel_lost(self, app_id: str, channel: str) -> None:
         app = self.apps.by_id(app_id)
         if app is not None:
-            self.webhooks.notify(app, {"name": "channel_vacated", "channel": channel})
+            self.webhooks.notify(app, webhook_events.channel_vacated(channel))
 
     def local_snapshot(self) -> LocalSnapshot:
         counts: dict[str, int] = {}
         subscriptions: list[LocalSubscription] = []
         for connection in self.connections.values():
-            app_id = connection.app.id
-            counts[app_id] = counts.get(app_id, 0) + 1
+            counts[connection.app.id] = counts.get(connection.app.id, 0) + 1
         for app_id, channel, socket_id in self.registry.entries():
             subscriber = self.connections.get(socket_id)
             if subscriber is None:
                 continue
-            user_id = subscriber.session.channels.get(channel)
-            user_info = None
-            if user_id is not None:
-                user_info = subscriber.session.member_info.get(channel)
-            subscriptions.append(LocalSubscription(app_id, channel, socket_id, user_id, user_info))
+            member = subscriber.session.member_on(channel)
+            if member is None:
+                subscriptions.append(LocalSubscription(app_id, channel, socket_id))
+            else:
+                subscriptions.append(LocalSubscription(app_id, channel, socket_id, member.user_id, member.user_info))
         return LocalSnapshot(counts, tuple(subscriptions))
 
     # HTTP API operations -------------------------------------------------------------------------

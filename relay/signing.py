@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signatures: channel auth, user sign-in, HTTP API requests, webhooks (PROTOCOL.md §5-7).
+"""HMAC-SHA256 signatures: channel auth, user sign-in, HTTP API requests, webhooks (docs/protocol.md §5-7).
 
 Pure functions with constant-time comparisons; callers pass the key and secret.
 """

@@ -1,5 +1,5 @@
 """presence churn: connections that join and leave one presence channel over and over (authorised
-joins, PROTOCOL.md 5), while one watcher connection must see every member_added and member_removed.
+joins, docs/protocol.md §5.1), while one watcher connection must see every member_added and member_removed.
 Reports joins/s, leaves/s and whether the watcher saw them all."""
 
 import asyncio

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from relay.protocol.ids import AppId, SocketId, UserId
+
 
 class EnvelopeKind(enum.IntEnum):
     EVENT = 1  # a pre-built frame for every subscriber of `channel`, except `except_socket_id`
@@ -37,7 +39,7 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class CachedEvent:
-    """A cache channel's last event (PROTOCOL.md §2.7)."""
+    """A cache channel's last event (docs/protocol.md §2.7)."""
 
     event: str
     data: str
@@ -85,44 +87,46 @@ class Broadcaster(Protocol):
     def publish(self, envelope: Envelope) -> None:
         """Send to every node, this one included. Never blocks; a local publish delivers at once."""
 
-    def channel_occupied_locally(self, app_id: str, channel: str) -> None:
+    def channel_occupied_locally(self, app_id: AppId, channel: str) -> None:
         """This node now has subscribers on `channel`: it must receive that channel's envelopes."""
 
-    def channel_vacated_locally(self, app_id: str, channel: str) -> None:
+    def channel_vacated_locally(self, app_id: AppId, channel: str) -> None:
         """This node has no subscribers on `channel` any more."""
 
 
 class ClusterState(Protocol):
-    async def add_connection(self, app_id: str, socket_id: str) -> int:
+    async def add_connection(self, app_id: AppId, socket_id: SocketId) -> int:
         """Register an open connection; returns the app's connection count across the cluster."""
 
-    async def remove_connection(self, app_id: str, socket_id: str) -> None: ...
+    async def remove_connection(self, app_id: AppId, socket_id: SocketId) -> None: ...
 
-    async def add_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+    async def add_subscription(self, app_id: AppId, channel: str, socket_id: SocketId) -> bool:
         """Returns True when this is the channel's first subscription anywhere (channel_occupied)."""
 
-    async def remove_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+    async def remove_subscription(self, app_id: AppId, channel: str, socket_id: SocketId) -> bool:
         """Returns True when that was the channel's last subscription anywhere (channel_vacated)."""
 
-    async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
+    async def add_member(
+        self, app_id: AppId, channel: str, socket_id: SocketId, user_id: UserId, user_info: Any
+    ) -> bool:
         """Returns True when this is the user's first connection on the channel anywhere (member_added)."""
 
-    async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+    async def remove_member(self, app_id: AppId, channel: str, socket_id: SocketId, user_id: UserId) -> bool:
         """Returns True when that was the user's last connection on the channel anywhere (member_removed)."""
 
-    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+    async def members(self, app_id: AppId, channel: str) -> dict[str, Any]:
         """user_id -> user_info of every member, cluster-wide, in join order."""
 
-    async def member_count(self, app_id: str, channel: str) -> int: ...
+    async def member_count(self, app_id: AppId, channel: str) -> int: ...
 
-    async def subscription_count(self, app_id: str, channel: str) -> int: ...
+    async def subscription_count(self, app_id: AppId, channel: str) -> int: ...
 
-    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+    async def channels(self, app_id: AppId, prefix: str = "") -> dict[str, int]:
         """Occupied channels starting with `prefix` -> subscription count, cluster-wide."""
 
-    async def set_cache(self, app_id: str, channel: str, cached: CachedEvent) -> None: ...
+    async def set_cache(self, app_id: AppId, channel: str, cached: CachedEvent) -> None: ...
 
-    async def get_cache(self, app_id: str, channel: str) -> CachedEvent | None: ...
+    async def get_cache(self, app_id: AppId, channel: str) -> CachedEvent | None: ...
 
 
 class Adapter(Broadcaster, ClusterState, Protocol):

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from relay.adapters.base import CachedEvent, ClusterListener, Envelope
+from relay.protocol.ids import AppId, SocketId, UserId
 
 
 class LocalAdapter:
@@ -29,31 +30,31 @@ class LocalAdapter:
         if self._listener is not None:
             self._listener.deliver(envelope)
 
-    def channel_occupied_locally(self, app_id: str, channel: str) -> None:
+    def channel_occupied_locally(self, app_id: AppId, channel: str) -> None:
         pass  # every envelope is local already
 
-    def channel_vacated_locally(self, app_id: str, channel: str) -> None:
+    def channel_vacated_locally(self, app_id: AppId, channel: str) -> None:
         pass
 
-    async def add_connection(self, app_id: str, socket_id: str) -> int:
+    async def add_connection(self, app_id: AppId, socket_id: SocketId) -> int:
         sockets = self._connections.setdefault(app_id, set())
         sockets.add(socket_id)
         return len(sockets)
 
-    async def remove_connection(self, app_id: str, socket_id: str) -> None:
+    async def remove_connection(self, app_id: AppId, socket_id: SocketId) -> None:
         sockets = self._connections.get(app_id)
         if sockets is not None:
             sockets.discard(socket_id)
             if not sockets:
                 del self._connections[app_id]
 
-    async def add_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+    async def add_subscription(self, app_id: AppId, channel: str, socket_id: SocketId) -> bool:
         sockets = self._subscriptions.setdefault((app_id, channel), set())
         first = not sockets
         sockets.add(socket_id)
         return first
 
-    async def remove_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+    async def remove_subscription(self, app_id: AppId, channel: str, socket_id: SocketId) -> bool:
         key = (app_id, channel)
         sockets = self._subscriptions.get(key)
         if sockets is None or socket_id not in sockets:
@@ -64,7 +65,9 @@ class LocalAdapter:
         del self._subscriptions[key]
         return True
 
-    async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
+    async def add_member(
+        self, app_id: AppId, channel: str, socket_id: SocketId, user_id: UserId, user_info: Any
+    ) -> bool:
         members = self._members.setdefault((app_id, channel), {})
         entry = members.get(user_id)
         if entry is None:
@@ -73,7 +76,7 @@ class LocalAdapter:
         entry[1].add(socket_id)
         return False
 
-    async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+    async def remove_member(self, app_id: AppId, channel: str, socket_id: SocketId, user_id: UserId) -> bool:
         key = (app_id, channel)
         members = self._members.get(key)
         entry = None if members is None else members.get(user_id)
@@ -87,26 +90,26 @@ class LocalAdapter:
             del self._members[key]
         return True
 
-    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+    async def members(self, app_id: AppId, channel: str) -> dict[str, Any]:
         return {user_id: info for user_id, (info, _) in self._members.get((app_id, channel), {}).items()}
 
-    async def member_count(self, app_id: str, channel: str) -> int:
+    async def member_count(self, app_id: AppId, channel: str) -> int:
         return len(self._members.get((app_id, channel), {}))
 
-    async def subscription_count(self, app_id: str, channel: str) -> int:
+    async def subscription_count(self, app_id: AppId, channel: str) -> int:
         return len(self._subscriptions.get((app_id, channel), ()))
 
-    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+    async def channels(self, app_id: AppId, prefix: str = "") -> dict[str, int]:
         return {
             channel: len(sockets)
             for (owner, channel), sockets in self._subscriptions.items()
             if owner == app_id and channel.startswith(prefix)
         }
 
-    async def set_cache(self, app_id: str, channel: str, cached: CachedEvent) -> None:
+    async def set_cache(self, app_id: AppId, channel: str, cached: CachedEvent) -> None:
         self._cache[(app_id, channel)] = cached
 
-    async def get_cache(self, app_id: str, channel: str) -> CachedEvent | None:
+    async def get_cache(self, app_id: AppId, channel: str) -> CachedEvent | None:
         key = (app_id, channel)
         cached = self._cache.get(key)
         if cached is not None and cached.expires_at <= time.time():

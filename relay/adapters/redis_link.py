@@ -229,7 +229,7 @@ async def open_pubsub(url: str, name: str, timeout: float, first_channel: bytes)
         async with asyncio.timeout(timeout):
             await pubsub.subscribe(first_channel)
     except (RedisError, OSError, TimeoutError) as error:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis-py 8
         await client.aclose()
         raise RedisUnavailable(f"cannot open {name} link to Redis at {describe(url)}: {error!r}") from error
     return client, pubsub

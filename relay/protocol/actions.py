@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.protocol.channels import ChannelType
+from relay.protocol.ids import UserId
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
     """A presence member: `user_id` compared as a string, `user_info` echoed as received."""
 
-    user_id: str
+    user_id: UserId
     user_info: Any
 
 
@@ -39,7 +40,7 @@ class Join:
 @dataclass(frozen=True, slots=True)
 class Leave:
     channel: str
-    user_id: str | None  # the presence member this socket was on that channel
+    user_id: UserId | None  # the presence member this socket was on that channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ class PublishClientEvent:
 
 @dataclass(frozen=True, slots=True)
 class SignedIn:
-    user_id: str
+    user_id: UserId
     user_info: Any
     watchlist: tuple[str, ...]
 

@@ -1,4 +1,4 @@
-"""Channel kinds and name rules: the one place that knows channel prefixes (PROTOCOL.md §4)."""
+"""Channel kinds and name rules: the one place that knows channel prefixes (docs/protocol.md §4)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def server_to_user_channel(user_id: str) -> str:
 
 
 def event_name_problem(event: str) -> str:
-    """Why a published event name is refused, or "" (PROTOCOL.md §4: ≤200 chars, no reserved prefix)."""
+    """Why a published event name is refused, or "" (docs/protocol.md §4: ≤200 chars, no reserved prefix)."""
     if not event:
         return "Event name must not be empty"
     if len(event) > MAX_EVENT_NAME_LENGTH:

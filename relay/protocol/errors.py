@@ -1,4 +1,4 @@
-"""Pusher error codes and the one encoder of `pusher:error` frames (PROTOCOL.md §3)."""
+"""Pusher error codes and the one encoder of `pusher:error` frames (docs/protocol.md §3)."""
 
 from __future__ import annotations
 

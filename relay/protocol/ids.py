@@ -1,4 +1,4 @@
-"""Domain ids, kept apart by type, and socket id generation (PROTOCOL.md §1.2)."""
+"""Domain ids, kept apart by type, and socket id generation (docs/protocol.md §1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Inbound frames as frozen dataclasses, and the encoders of every outbound frame (PROTOCOL.md §2).
+"""Inbound frames as frozen dataclasses, and the encoders of every outbound frame (docs/protocol.md §2).
 
 Server frames carry `data` of `pusher:`/`pusher_internal:` events as a JSON-encoded string, as Pusher does.
 """
@@ -158,7 +158,7 @@ def member_removed(channel: str, user_id: str) -> bytes:
 
 
 def subscription_error(channel: str, error_type: str, error: str, status: int) -> bytes:
-    """soketi's channel-scoped refusal: Echo's `.error()` fires, the connection stays open (§11b.1)."""
+    """soketi's channel-scoped refusal: Echo's `.error()` fires, the connection stays open (§9.1)."""
     data = {"type": error_type, "error": error, "status": status}
     return orjson.dumps({"event": "pusher:subscription_error", "channel": channel, "data": data})
 

@@ -1,9 +1,9 @@
 """One connection's protocol state machine.
 
 `receive(raw, now)` and `tick(now)` return actions; the session never awaits, never reads a clock and
-never sees a socket. Rules it enforces, in PROTOCOL.md's words:
+never sees a socket. Rules it enforces, as docs/protocol.md states them:
 - subscribe: valid name (§4), auth by prefix (§2.3), presence `channel_data` (§2.4), `#` only for the
-  socket's own server-to-user channel (§11b.11); a re-subscribe is answered again, not joined twice;
+  socket's own server-to-user channel (§9.11); a re-subscribe is answered again, not joined twice;
 - client events (§2.5): app setting, `client-` prefix, sender subscribed, private/presence only,
   size and rate limits, `user_id` added on presence;
 - sign-in (§2.6): signature over `socket_id::user::user_data`, one user per connection;
@@ -36,6 +36,7 @@ from relay.protocol.channels import (
     channel_type,
     server_to_user_channel,
 )
+from relay.protocol.ids import UserId
 
 MAX_WATCHLIST: int = 100
 
@@ -64,7 +65,7 @@ class Verifier(Protocol):
 
 @dataclass(slots=True)
 class _User:
-    user_id: str
+    user_id: UserId
     user_info: Any
 
 
@@ -78,14 +79,31 @@ class Session:
         self._pinged_at: float | None = None
         self.closed = False
         # channel -> presence user_id on that channel (None for other kinds)
-        self.channels: dict[str, str | None] = {}
+        self.channels: dict[str, UserId | None] = {}
         # presence channel -> this socket's user_info there (to rebuild cluster state after an outage)
         self.member_info: dict[str, Any] = {}
         self.user: _User | None = None
-        # Set once the authorized-connection deadline is met by a private/presence subscription (§2.6.7).
+        # Set once the authorized-connection deadline is met by a private/presence subscription (§2.6, item 5).
         self._authorized = False
         self._tokens = settings.client_event_rate
         self._tokens_at = now
+
+    # What the node asks ------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> UserId | None:
+        """The user this connection signed in as (pusher:signin), if any."""
+        return None if self.user is None else self.user.user_id
+
+    def member_on(self, channel: str) -> Member | None:
+        """This connection's presence membership on `channel` (to rebuild cluster state after an outage)."""
+        user_id = self.channels.get(channel)
+        return None if user_id is None else Member(user_id, self.member_info.get(channel))
+
+    def close(self) -> list[Leave]:
+        """The connection is gone: no more actions from it; one Leave per channel for the node to undo."""
+        self.closed = True
+        return [Leave(channel, user_id) for channel, user_id in self.channels.items()]
 
     # Frames in -----------------------------------------------------------------------------------
 
@@ -152,7 +170,7 @@ class Session:
         elif kind.needs_auth and not self._private_auth_ok(message):
             return [_auth_error(channel, _bad_signature(self.socket_id, channel))]
         if channel in self.channels:
-            # Already subscribed: success again, no second membership (§11b.10).
+            # Already subscribed: success again, no second membership (§9.10).
             previous = self.channels[channel]
             if member is None or previous == member.user_id:
                 return [Join(channel, kind, None if member is None else member)]
@@ -168,8 +186,8 @@ class Session:
     def _private_auth_ok(self, message: messages.Subscribe) -> bool:
         """A private channel's auth signs socket_id:channel. When the app's auth helper also passed
         channel data, the official SDKs sign socket_id:channel:channel_data and pusher-js sends that
-        channel_data along; Pusher's service accepts both, and so does relay (docs/protocol.md,
-        "Private channels with channel_data"). The channel data itself means nothing here."""
+        channel_data along; Pusher's service accepts both, and so does relay (docs/protocol.md §2.3).
+        The channel data itself means nothing here."""
         if self._verifier.channel_auth_ok(self.socket_id, message.channel, message.auth, None):
             return True
         channel_data = message.channel_data
@@ -181,7 +199,7 @@ class Session:
         channel = message.channel
         channel_data = message.channel_data
         if channel_data is None:
-            # A signed-in socket may join with its sign-in identity, signed over socket_id:channel (§11b.11).
+            # A signed-in socket may join with its sign-in identity, signed over socket_id:channel (§9.11).
             if self.user is None:
                 return _auth_error(channel, "Presence channels need channel_data")
             if not self._verifier.channel_auth_ok(self.socket_id, channel, message.auth, None):
@@ -202,7 +220,7 @@ class Session:
             return _limit_error(channel, f"user_id is longer than {self.settings.max_user_id_length} characters")
         return self._sized_member(channel, user_id, parsed.get("user_info"))
 
-    def _sized_member(self, channel: str, user_id: str, user_info: Any) -> Member | Send:
+    def _sized_member(self, channel: str, user_id: UserId, user_info: Any) -> Member | Send:
         """The user_info limit, for channel_data and sign-in identities alike."""
         if len(orjson.dumps(user_info)) > self.settings.max_presence_member_size:
             limit = self.settings.max_presence_member_size
@@ -276,8 +294,8 @@ class Session:
             if len(watchlist) > MAX_WATCHLIST:
                 actions.append(_error(errors.WATCHLIST_LIMIT_EXCEEDED, "Watchlist limit exceeded"))
         if self.user is None:
-            self.user = _User(user_id, user_data.get("user_info"))
-            actions.append(SignedIn(user_id, self.user.user_info, watched))
+            self.user = _User(UserId(user_id), user_data.get("user_info"))
+            actions.append(SignedIn(self.user.user_id, self.user.user_info, watched))
         return actions
 
     # Time ----------------------------------------------------------------------------------------
@@ -336,12 +354,12 @@ def _bad_signature(socket_id: str, channel: str) -> str:
     return f"Invalid signature: expected HMAC SHA256 hex digest of {socket_id}:{channel}[:channel_data]"
 
 
-def _user_id_string(value: object) -> str | None:
+def _user_id_string(value: object) -> UserId | None:
     """Laravel sends string ids, others numbers; members are compared as strings (§2.4)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str) and value:
-        return value
+        return UserId(value)
     if isinstance(value, int | float):
-        return json.dumps(value)
+        return UserId(json.dumps(value))
     return None

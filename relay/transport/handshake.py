@@ -1,4 +1,4 @@
-"""The WebSocket opening handshake (RFC 6455 §4.2) and the connection-level refusals (PROTOCOL.md §1.1, §3).
+"""The WebSocket opening handshake (RFC 6455 §4.2) and the connection-level refusals (docs/protocol.md §1.1, §3).
 
 Pure functions over bytes and strings, shared by the aiohttp endpoint and the lean protocol.
 """
@@ -43,7 +43,7 @@ class UpgradeRequest:
     """A valid WebSocket upgrade to `{path}/app/{key}`."""
 
     key: str  # the app key, from the path
-    protocol: str | None  # the `protocol` query parameter (PROTOCOL.md §1.1)
+    protocol: str | None  # the `protocol` query parameter (docs/protocol.md §1.1)
     origin: str
     accept: bytes  # Sec-WebSocket-Accept for the response
 
@@ -153,7 +153,7 @@ def count_refusal(metrics: Metrics, app: AppConfig | None, code: int) -> None:
 
 
 def refusal(app: AppConfig | None, key: str, protocol: str | None, origin: str) -> tuple[int, str] | None:
-    """Connection-level errors, checked before the session exists (PROTOCOL.md §1.1, §3)."""
+    """Connection-level errors, checked before the session exists (docs/protocol.md §1.1, §3)."""
     if app is None:
         return errors.APP_DOES_NOT_EXIST, f"Application does not exist: {key[:100]}"
     if not app.enabled:

@@ -1,4 +1,4 @@
-"""Webhooks (PROTOCOL.md §7): signed, batched, retried, held back for leave_delay, never blocking the node.
+"""Webhooks (docs/protocol.md §7): signed, batched, retried, held back for leave_delay, never blocking the node.
 
 create_dispatcher() picks the store: Redis when the cluster has one (queue, held leaves and dead letters are
 then shared by every node and survive restarts), memory otherwise.
@@ -9,7 +9,8 @@ from __future__ import annotations
 from relay.apps import AppDirectory
 from relay.config import Config
 from relay.metrics import Metrics
-from relay.webhooks.dispatcher import WebhookCounters, WebhookDispatcher
+from relay.webhooks.counters import WebhookCounters
+from relay.webhooks.dispatcher import WebhookDispatcher
 from relay.webhooks.model import DeadLetter, Delivery
 from relay.webhooks.sender import DELIVERY_ID_HEADER
 from relay.webhooks.store import DeliveryStore, MemoryStore

@@ -14,20 +14,14 @@ from typing import Any, Final
 
 import orjson
 
-# A webhook event as Pusher documents it (PROTOCOL.md §7): name, channel and the event's own fields,
-# all strings except subscription_count.
-WebhookEvent = dict[str, str | int]
-
-CHANNEL_OCCUPIED: Final = "channel_occupied"
-CHANNEL_VACATED: Final = "channel_vacated"
-MEMBER_ADDED: Final = "member_added"
-MEMBER_REMOVED: Final = "member_removed"
-SUBSCRIPTION_COUNT: Final = "subscription_count"
-CACHE_MISS: Final = "cache_miss"
+from relay.protocol.webhook_events import WebhookEvent, WebhookEventName
 
 # A leave is held back for leave_delay; the join that follows it within that time cancels it.
-LEAVE_FOR_JOIN: Final = {CHANNEL_OCCUPIED: CHANNEL_VACATED, MEMBER_ADDED: MEMBER_REMOVED}
-JOIN_FOR_LEAVE: Final = {leave: join for join, leave in LEAVE_FOR_JOIN.items()}
+LEAVE_FOR_JOIN: Final[dict[str, str]] = {
+    WebhookEventName.CHANNEL_OCCUPIED: WebhookEventName.CHANNEL_VACATED,
+    WebhookEventName.MEMBER_ADDED: WebhookEventName.MEMBER_REMOVED,
+}
+JOIN_FOR_LEAVE: Final[dict[str, str]] = {leave: join for join, leave in LEAVE_FOR_JOIN.items()}
 
 
 class MalformedRecord(ValueError):
@@ -52,7 +46,7 @@ def hold_key(app_id: str, event: Mapping[str, str | int]) -> str:
     """
     name = event.get("name")
     channel = str(event.get("channel", ""))
-    if name in (MEMBER_ADDED, MEMBER_REMOVED):
+    if name in (WebhookEventName.MEMBER_ADDED, WebhookEventName.MEMBER_REMOVED):
         return orjson.dumps([app_id, "member", channel, str(event.get("user_id", ""))]).decode()
     return orjson.dumps([app_id, "channel", channel]).decode()
 

@@ -1,4 +1,4 @@
-"""One webhook request: Pusher's body and headers (PROTOCOL.md §7), signed, posted with a timeout.
+"""One webhook request: Pusher's body and headers (docs/protocol.md §7), signed, posted with a timeout.
 
 The body is built and signed again for every attempt: receivers using the Python SDK reject a `time_ms`
 more than 5 minutes old, and retries last up to 5 minutes.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from relay.backoff import backoff_delay
 from relay.config import WebhookConfig, WebhookSettings
-from relay.webhooks.model import CACHE_MISS, JOIN_FOR_LEAVE, LEAVE_FOR_JOIN, SUBSCRIPTION_COUNT, WebhookEvent
+from relay.protocol.webhook_events import WebhookEvent, WebhookEventName
+from relay.webhooks.model import JOIN_FOR_LEAVE, LEAVE_FOR_JOIN
 
 ALL_EVENTS = "*"
 
@@ -34,7 +35,7 @@ class Target:
         # subscription_count is opt-in, as on Pusher: only a target that names it gets it (one per subscribe
         # and unsubscribe would flood a receiver that asked for "everything").
         if not self.event_types:
-            return name != SUBSCRIPTION_COUNT
+            return name != WebhookEventName.SUBSCRIPTION_COUNT
         return name in self.event_types
 
 
@@ -47,7 +48,7 @@ def interest(targets: tuple[Target, ...], leaves_held: bool) -> frozenset[str]:
     for target in targets:
         names |= target.event_types or {ALL_EVENTS}
     if ALL_EVENTS in names:
-        return frozenset({ALL_EVENTS} | (names & {SUBSCRIPTION_COUNT}))
+        return frozenset({ALL_EVENTS} | (names & {WebhookEventName.SUBSCRIPTION_COUNT}))
     if leaves_held:
         names |= {LEAVE_FOR_JOIN[name] for name in names if name in LEAVE_FOR_JOIN}
         names |= {JOIN_FOR_LEAVE[name] for name in names if name in JOIN_FOR_LEAVE}
@@ -68,7 +69,7 @@ class Batch:
     def add(self, event: WebhookEvent) -> bool:
         """Append `event`; False when it only replaced or repeated one already in the batch."""
         name = event.get("name")
-        if name in (CACHE_MISS, SUBSCRIPTION_COUNT):
+        if name in (WebhookEventName.CACHE_MISS, WebhookEventName.SUBSCRIPTION_COUNT):
             slot = (str(name), str(event.get("channel", "")))
             index = self.latest.get(slot)
             if index is not None:
@@ -81,7 +82,7 @@ class Batch:
 
 def wanted(names: frozenset[str], name: str) -> bool:
     """Whether an app whose interest() is `names` queues events called `name`."""
-    if name == SUBSCRIPTION_COUNT:
+    if name == WebhookEventName.SUBSCRIPTION_COUNT:
         return name in names
     return ALL_EVENTS in names or name in names
 
@@ -95,5 +96,4 @@ def backoff(settings: WebhookSettings, attempts: int) -> float:
     """Seconds before attempt `attempts + 1`: doubling from first_backoff up to a cap (about ten attempts in
     Pusher's 5 minutes), with ±20 % jitter so a receiver that comes back is not hit by every node at once."""
     first = first_backoff(settings)
-    cap = max(first, min(60.0, settings.retry_for / 4))
-    return float(min(cap, first * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2))
+    return backoff_delay(attempts, first, max(first, min(60.0, settings.retry_for / 4)), jitter=0.2)

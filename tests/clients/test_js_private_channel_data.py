@@ -1,5 +1,4 @@
-"""pusher-js on private channels whose auth also signed channel data (docs/protocol.md, "Private
-channels with channel_data").
+"""pusher-js on private channels whose auth also signed channel data (docs/protocol.md §2.3).
 
 Many apps have one auth helper for private and presence channels and pass channel data to both. The
 official Node SDK (`authorizeChannel(socketId, channel, data)`, in the client script) and the official

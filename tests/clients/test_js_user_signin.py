@@ -12,7 +12,7 @@ from tests.support import NodeClient, RelayProcess, scaled
 
 pytestmark = [pytest.mark.auth_features, pytest.mark.timeout(scaled(60))]
 
-# Sign-in needs no app setting: relay answers pusher:signin for every app (PROTOCOL.md 11b.11).
+# Sign-in needs no app setting: relay answers pusher:signin for every app (docs/protocol.md §9.11).
 
 USER_DATA: dict[str, Any] = {"id": "42", "user_info": {"name": "Zoe"}}
 

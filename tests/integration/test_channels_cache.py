@@ -1,4 +1,4 @@
-"""Cache channels (PROTOCOL.md §2.7) for all four prefixes, on an in-process relay.
+"""Cache channels (docs/protocol.md §2.7) for all four prefixes, on an in-process relay.
 
 The last HTTP API event is delivered to each new subscriber right after `subscription_succeeded`, or
 `{"event":"pusher:cache_miss","channel":…}` when there is none; it expires after the app's cache_ttl

@@ -1,4 +1,4 @@
-"""End-to-end encrypted channels (PROTOCOL.md §5.3, §2.5, §11b.3) on an in-process relay.
+"""End-to-end encrypted channels (docs/protocol.md §5.3, §2.5, §9.3) on an in-process relay.
 
 The official Python SDK, configured with `encryption_master_key_base64`, signs subscriptions (its auth
 reply carries the `shared_secret`) and encrypts published events. The server authorises like a private

@@ -1,4 +1,4 @@
-"""Presence channels (PROTOCOL.md §2.3, §2.4, §6.2, §11b.10-11) on an in-process relay.
+"""Presence channels (docs/protocol.md §2.3, §2.4, §6.2, §9.10-11) on an in-process relay.
 
 Auth and channel_data come from the official `pusher` SDK's `authenticate` (malformed channel_data is
 signed by the SDK too, through a pass-through JSON encoder). Refusals are channel-scoped
@@ -151,7 +151,7 @@ async def test_signed_in_socket_joins_with_its_user_data(server: RelayServer, si
     auth, user_data = signin_auth(signer, client.socket_id, {"id": "42", "user_info": {"name": "Zed"}})
     await signin(client, auth, user_data)
     await client.expect("pusher:signin_success")
-    # No channel_data: the signature covers socket_id:channel only (§11b.11).
+    # No channel_data: the signature covers socket_id:channel only (§9.11).
     await client.subscribe(ROOM, private_auth(signer, client.socket_id, ROOM))
     frame = await client.expect("pusher_internal:subscription_succeeded", ROOM)
     assert inner(frame)["presence"] == {"ids": ["42"], "hash": {"42": {"name": "Zed"}}, "count": 1}

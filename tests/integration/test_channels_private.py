@@ -1,4 +1,4 @@
-"""Private channels (PROTOCOL.md §2.3, §5, §11b.1): every refusal path of the channel signature.
+"""Private channels (docs/protocol.md §2.3, §5, §9.1): every refusal path of the channel signature.
 
 Auth strings come from the official `pusher` SDK's `authenticate`. A refusal is a channel-scoped
 `pusher:subscription_error` `{"type":"AuthError","error":…,"status":401}`; the socket stays open, is not

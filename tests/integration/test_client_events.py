@@ -1,4 +1,4 @@
-"""Client events (PROTOCOL.md §2.5, §11b.2-3) on an in-process relay.
+"""Client events (docs/protocol.md §2.5, §9.2-3) on an in-process relay.
 
 Relayed only when: the app enables them, the name starts `client-`, the channel is private or presence
 and the sender has joined it; never back to the sender; `user_id` added on presence. Rate (default 10/s

@@ -1,4 +1,4 @@
-"""The signed HTTP API (PROTOCOL.md §6) against an in-process relay: one test per validation rule.
+"""The signed HTTP API (docs/protocol.md §6) against an in-process relay: one test per validation rule.
 
 Requests are built and signed by the official `pusher` SDK (or signed again its way after a change),
 sent with aiohttp; subscribers are real WebSocket clients.

@@ -1,4 +1,4 @@
-"""Private channels authorised with channel_data (docs/protocol.md, "Private channels with channel_data").
+"""Private channels authorised with channel_data (docs/protocol.md §2.3).
 
 An app whose one auth helper serves private and presence channels passes channel data for both; the
 official SDKs then sign `socket_id:channel:channel_data` and pusher-js sends that channel_data with the

@@ -1,4 +1,4 @@
-"""User authentication (PROTOCOL.md §2.6, §11b.11, §11b.14-16) on an in-process relay.
+"""User authentication (docs/protocol.md §2.6, §9.11, §9.14-16) on an in-process relay.
 
 Sign-in strings come from the official SDK's `authenticate_user`; send-to-user and terminate go through
 the SDK's `send_to_user` and `terminate_user_connections`. Decided behaviour: a bad sign-in signature is
@@ -76,7 +76,7 @@ async def test_signin_success_echoes_the_signed_user_data(server: RelayServer, s
     raw = await client.recv_text()
     frame = orjson.loads(raw)
     assert frame["event"] == "pusher:signin_success"
-    assert isinstance(frame["data"], str)  # JSON-encoded like every server frame (§11b.15)
+    assert isinstance(frame["data"], str)  # JSON-encoded like every server frame (§9.15)
     assert orjson.loads(frame["data"]) == {"user_data": user_data}  # the exact signed string
     assert server.node.users == {(APP.id, "12345"): {client.socket_id}}
 
@@ -239,7 +239,7 @@ async def test_terminate_closes_all_the_users_connections_and_only_theirs(
     await presence_member.subscribed("presence-x", auth_reply["auth"], auth_reply["channel_data"])
     anonymous = await server.connect()
     sdk = api.sdk(APP.id, APP.key, APP.secret)
-    # The Python SDK's own route: POST /users/<id>/terminate_connections (no /apps/<id>, §11b.16).
+    # The Python SDK's own route: POST /users/<id>/terminate_connections (no /apps/<id>, §9.16).
     assert await asyncio.to_thread(sdk.terminate_user_connections, "7") == {}
     for tab in tabs:
         await assert_terminated(tab)
@@ -276,7 +276,7 @@ async def test_required_signin_closes_unsigned_connections_with_4009(relay_serve
     public_only = await server.connect()
     await public_only.subscribed("news")
     diligent = await signed_in(server, signer, "1")
-    # Pusher's authorized connections: a private subscription in time counts like a sign-in (PROTOCOL.md §2.6.7).
+    # Pusher's authorized connections: a private subscription in time counts like a sign-in (docs/protocol.md §2.6).
     authorized = await server.connect()
     await authorized.subscribed("private-orders", private_auth(signer, authorized.socket_id, "private-orders"))
     for client in (lazy, public_only):

@@ -1,4 +1,4 @@
-"""The WebSocket protocol (PROTOCOL.md §1-4) against an in-process relay on a loopback port.
+"""The WebSocket protocol (docs/protocol.md §1-4) against an in-process relay on a loopback port.
 
 A real WebSocket client (`websockets`) receives; the official `pusher` SDK triggers. Every refusal
 test also checks that a bystander connection on the same server is untouched.

@@ -1,4 +1,4 @@
-"""Inbound frame parsing and the exact bytes of outbound frames (PROTOCOL.md §2)."""
+"""Inbound frame parsing and the exact bytes of outbound frames (docs/protocol.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Channel kinds and name rules, event name rules, socket ids (PROTOCOL.md §1.2, §4)."""
+"""Channel kinds and name rules, event name rules, socket ids (docs/protocol.md §1.2, §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""relay.signing against PROTOCOL.md's worked examples (§5.2, §6.3, §7) and the official `pusher` SDK."""
+"""relay.signing against the worked examples of docs/protocol.md (§5.2, §6.3, §7) and the official `pusher` SDK."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ NODE_AUTH = [("auth_key", KEY), ("auth_timestamp", "1700000000"), ("auth_version
     ids=["events", "batch", "users", "terminate"],
 )
 def test_node_sdk_wire_requests(method: str, path: str, body: bytes, md5: str | None, signature: str) -> None:
-    """PROTOCOL.md §6.2's verified node-SDK requests (timestamp frozen at 1700000000)."""
+    """Requests as the node SDK sends them (timestamp frozen at 1700000000)."""
     params = list(NODE_AUTH)
     if md5 is not None:
         assert signing.body_md5(body) == md5

@@ -11,7 +11,7 @@ import aiohttp
 from relay.app import CONFIG_KEY
 from relay.config import WEBHOOK_EVENT_TYPES, WebhookConfig
 from relay.webhooks import WebhookCounters
-from relay.webhooks.dispatcher import SUBSCRIPTION_COUNT_INTERVAL
+from relay.webhooks.throttle import SUBSCRIPTION_COUNT_INTERVAL
 from tests.support.ports import free_port
 from tests.support.timeouts import TIMEOUT, scaled
 from tests.webhooks.harness import (

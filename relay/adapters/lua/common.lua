@@ -17,7 +17,7 @@
 --   P:app:<app>:ch:<channel>:order     ZSET   user_id scored by join sequence (member order)
 --   P:seq                              STRING join sequence counter
 --   P:app:<app>:cache:<channel>        STRING a cache channel's last event (PX = its TTL)
--- Channel names never contain ':' or NUL (PROTOCOL.md section 4), so keys and entries are unambiguous.
+-- Channel names never contain ':' or NUL (docs/protocol.md section 4), so keys and entries are unambiguous.
 
 local SEP = "\0"
 
