@@ -136,6 +136,12 @@ def test_caddy_proxies_to_every_relay_node_on_the_port_it_listens_on(tmp_path: P
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     adapted = result.stdout
-    expected = [f"{node}:{load_config(env=environment(all_services[node])).port}" for node in RELAY_NODES]
-    assert re.findall(r'"dial":\s*"([^"]+)"', adapted) == expected
+    configs = [load_config(env=environment(all_services[node])) for node in RELAY_NODES]
+    assert re.findall(r'"dial":\s*"([^"]+)"', adapted) == [
+        f"{node}:{config.port}" for node, config in zip(RELAY_NODES, configs, strict=True)
+    ]
     assert f'"host":["{DOT_ENV["WS_DOMAIN"]}"]' in adapted.replace(" ", "")
+    # A draining node answers /ready with 503 for shutdown_grace before its port closes: Caddy's
+    # active health check must come round within that time to stop sending it new clients.
+    (interval_ns,) = (int(value) for value in re.findall(r'"interval":\s*(\d+)', adapted))
+    assert all(config.shutdown_grace > interval_ns / 1e9 for config in configs)
