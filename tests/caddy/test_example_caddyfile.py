@@ -51,9 +51,9 @@ def caddy_env(home: Path, **variables: str) -> dict[str, str]:
     }
 
 
-def run_caddy(tmp_path: Path, *args: str, config: Path = CADDYFILE, **variables: str) -> str:
+def run_caddy(tmp_path: Path, *args: str, **variables: str) -> str:
     result = subprocess.run(
-        [caddy_binary(), *args, "--config", str(config), "--adapter", "caddyfile"],
+        [caddy_binary(), *args, "--config", str(CADDYFILE), "--adapter", "caddyfile"],
         capture_output=True,
         text=True,
         env=caddy_env(tmp_path, **variables),
@@ -257,14 +257,22 @@ async def publish_and_expect(clients: list[NodeClient], event: str) -> None:
         assert received["data"] == {"over": "https"}
 
 
-async def test_wss_and_the_http_api_through_caddy_tls_reach_both_nodes(
+@pytest.fixture
+async def news_clients(
     caddy: CaddyRun, two_nodes: list[RelayProcess], wss_clients: list[NodeClient]
-) -> None:
+) -> list[NodeClient]:
+    """pusher-js clients over wss, at least one on each node, subscribed to "news"."""
     clients = await one_client_on_each_node(caddy, wss_clients, two_nodes)
     for client in clients:
         await client.send({"op": "subscribe", "channel": "news"})
         await client.expect(type="subscribed", channel="news")
+    return clients
 
+
+async def test_wss_and_the_http_api_through_caddy_tls_reach_both_nodes(
+    caddy: CaddyRun, news_clients: list[NodeClient]
+) -> None:
+    clients = news_clients
     # The official Node SDK over HTTPS through Caddy; Redis carries it to the other node's client.
     await publish_and_expect(clients, "via-caddy-tls")
 
@@ -272,13 +280,9 @@ async def test_wss_and_the_http_api_through_caddy_tls_reach_both_nodes(
 
 
 async def test_websockets_stay_open_across_a_caddy_config_reload(
-    caddy: CaddyRun, two_nodes: list[RelayProcess], wss_clients: list[NodeClient]
+    caddy: CaddyRun, two_nodes: list[RelayProcess], news_clients: list[NodeClient]
 ) -> None:
-    clients = await one_client_on_each_node(caddy, wss_clients, two_nodes)
-    for client in clients:
-        await client.send({"op": "subscribe", "channel": "news"})
-        await client.expect(type="subscribed", channel="news")
-
+    clients = news_clients
     seen_before = [len(client.seen) for client in clients]
     caddy.reload()
     # Without stream_close_delay the reload closes every proxied WebSocket at once, and pusher-js

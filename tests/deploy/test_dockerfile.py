@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from tests.deploy.dockerfile import Healthcheck, command_argv, env_values, healthcheck, read_instructions, seconds
 from tests.support import ManagedProcess, free_port, require_binary, scaled
