@@ -1,150 +1,33 @@
 """The Dockerfile's steps work as written, carried out without a container engine.
 
-Its instructions are read from the file and done one by one in a temporary directory: COPY copies
-from the repository, ENV and WORKDIR set the environment, RUN runs with /bin/sh -c in a fresh
-virtual environment standing in for the image's Python. The step that creates the USER is not run
-(it would add a user to this machine); relay runs as an unprivileged uid instead, as the image's
-USER would. Then relay is started as CMD says, and the HEALTHCHECK command is run exactly as
+The `image` fixture (tests/deploy/image.py) carries out its instructions in a temporary directory,
+with a fresh virtual environment standing in for the image's Python; relay runs as an unprivileged
+uid, as the image's USER would. Then relay is started as CMD says, and the HEALTHCHECK command is run exactly as
 written against it, and again once relay has stopped on STOPSIGNAL.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import stat
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.deploy.dockerfile import Healthcheck, command_argv, env_values, healthcheck, read_instructions, seconds
-from tests.support import ManagedProcess, free_port, require_binary, scaled
+from tests.deploy.dockerfile import seconds
+from tests.deploy.image import ROOT, UNPRIVILEGED_UID, Image
+from tests.support import ManagedProcess, free_port, scaled
 
 pytestmark = pytest.mark.timeout(scaled(120))
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-# Steps that change this machine's users: checked, never run.
-USER_COMMANDS = ("useradd", "adduser")
-UNPRIVILEGED_UID = 65534  # nobody
-
-
-@dataclass
-class Image:
-    """What building the Dockerfile produced, in a temporary directory instead of an image."""
-
-    root: Path
-    base: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: Path | None = None
-    user: str = "root"
-    created_users: list[list[str]] = field(default_factory=list)
-    exposed: list[str] = field(default_factory=list)
-    stop_signal: str = "SIGTERM"
-    health: Healthcheck | None = None
-    cmd: list[str] = field(default_factory=list)
-
-    @property
-    def venv(self) -> Path:
-        return self.root / "venv"
-
-    def run_env(self, **variables: str) -> dict[str, str]:
-        """The container's environment: the image's ENV, PATH with its Python first, `variables`."""
-        return {"HOME": "/nonexistent", **self.env, "PATH": f"{self.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-                **variables}  # fmt: skip
-
-    def as_user(self, argv: list[str]) -> list[str]:
-        """`argv` run as a uid with no privileges, as the image's USER would run it."""
-        if os.geteuid() != 0:
-            return argv  # already unprivileged
-        setpriv = require_binary("setpriv", "install util-linux")
-        ids = [f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}", "--clear-groups"]
-        return [setpriv, *ids, *argv]
-
-
-def build(root: Path) -> Image:
-    image = Image(root)
-    subprocess.run([sys.executable, "-m", "venv", str(image.venv)], check=True, timeout=scaled(120))
-    for instruction in read_instructions(DOCKERFILE):
-        arguments = instruction.arguments
-        match instruction.keyword:
-            case "FROM":
-                image.base = arguments
-            case "ENV":
-                image.env.update(env_values(arguments))
-            case "WORKDIR":
-                image.workdir = root / arguments.lstrip("/")
-                image.workdir.mkdir(parents=True, exist_ok=True)
-            case "COPY":
-                assert image.workdir is not None, "COPY before WORKDIR"
-                *sources, target = arguments.split()
-                copy(sources, image.workdir / target)
-            case "RUN":
-                assert image.workdir is not None, "RUN before WORKDIR"
-                run_step(image, arguments)
-            case "USER":
-                image.user = arguments
-            case "EXPOSE":
-                image.exposed.extend(arguments.split())
-            case "STOPSIGNAL":
-                image.stop_signal = arguments
-            case "HEALTHCHECK":
-                image.health = healthcheck(arguments)
-            case "CMD":
-                image.cmd = command_argv(arguments)
-            case _:
-                raise AssertionError(f"this test does not know how to carry out {instruction.keyword}")
-    return image
-
-
-def copy(sources: list[str], target: Path) -> None:
-    for source in sources:
-        path = ROOT / source
-        if path.is_dir():
-            destination = target if len(sources) == 1 else target / path.name
-            shutil.copytree(path, destination, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target / path.name)
-
-
-def run_step(image: Image, command: str) -> None:
-    if command.split()[0] in USER_COMMANDS:
-        image.created_users.append(command.split())
-        return
-    # The machine's package index settings (PIP_*) stand in for the build's network; the image's
-    # own ENV comes last, so its PIP_NO_CACHE_DIR and the like hold.
-    env = {name: value for name, value in os.environ.items() if name.startswith("PIP_")}
-    env.update(image.run_env(HOME=str(image.root / "build-home")))
-    result = subprocess.run(
-        ["/bin/sh", "-c", command], cwd=image.workdir, env=env, capture_output=True, text=True,
-        timeout=scaled(400), check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"RUN {command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-
-
-@pytest.fixture(scope="module")
-def image() -> Iterator[Image]:
-    # Not pytest's tmp_path: its parents are private to this user, and relay runs as another uid.
-    root = Path(tempfile.mkdtemp(prefix="relay-image-"))
-    root.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    try:
-        yield build(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def run_healthcheck(image: Image, env: dict[str, str]) -> tuple[int, float]:
