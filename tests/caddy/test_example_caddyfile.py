@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +205,7 @@ def caddy(tmp_path: Path, two_nodes: list[RelayProcess]) -> Iterator[CaddyRun]:
 
 @pytest.fixture
 async def wss_clients(caddy: CaddyRun) -> AsyncIterator[list[NodeClient]]:
-    """Starts wss_client.mjs scripts (call `start`), trusting Caddy's CA through NODE_EXTRA_CA_CERTS."""
+    """The wss_client.mjs scripts a test starts (start_wss_client adds them); all stopped at teardown."""
     started: list[NodeClient] = []
     yield started
     for client in reversed(started):
@@ -213,14 +213,15 @@ async def wss_clients(caddy: CaddyRun) -> AsyncIterator[list[NodeClient]]:
 
 
 async def start_wss_client(caddy: CaddyRun, started: list[NodeClient], name: str) -> NodeClient:
+    """wss_client.mjs trusting Caddy's CA through NODE_EXTRA_CA_CERTS, returned once pusher-js is connected."""
     node = require_binary("node", "install Node.js 20 (the machine image has it)")
     params = {"ws_host": "localhost", "ws_port": caddy.https_port, "app_id": APP_ID, "key": APP_KEY,
               "secret": APP_SECRET, "timeout_ms": int(scaled(90) * 1000)}  # fmt: skip
-    env: Mapping[str, str] = {**os.environ, "NODE_EXTRA_CA_CERTS": str(caddy.root_certificate)}
+    env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(caddy.root_certificate)}
     process = await asyncio.create_subprocess_exec(
         node, str(WSS_CLIENT), json.dumps(params),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=CLIENTS_DIR, env=dict(env),
+        cwd=CLIENTS_DIR, env=env,
     )  # fmt: skip
     client = NodeClient(name, process)
     started.append(client)
