@@ -17,7 +17,7 @@ from relay.adapters.base import Adapter
 from relay.adapters.local import LocalAdapter
 from relay.alerts import Alerts
 from relay.apps import AppDirectory
-from relay.config import Config
+from relay.config import AppConfig, Config
 from relay.http_api import HttpApi, json_errors
 from relay.metrics import Metrics
 from relay.metrics_share import WorkerShare
@@ -118,3 +118,16 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     app.cleanup_ctx.append(node_lifecycle)
     app.on_shutdown.append(close_connections)
     return app
+
+
+async def reload_apps(app: web.Application, apps: tuple[AppConfig, ...]) -> str:
+    """Swap in a new apps configuration (SIGHUP) everywhere it is held; returns what changed, for the log."""
+    node = app[NODE_KEY]
+    before = {existing.id: existing for existing in node.apps}
+    node.reload_apps(apps)
+    await app[WEBHOOKS_KEY].reload_apps(apps)
+    after = {new.id: new for new in apps}
+    added = sorted(after.keys() - before.keys())
+    removed = sorted(before.keys() - after.keys())
+    changed = sorted(app_id for app_id in after.keys() & before.keys() if after[app_id] != before[app_id])
+    return f"{len(after)} apps; added {added or 'none'}, removed {removed or 'none'}, changed {changed or 'none'}"

@@ -11,7 +11,13 @@ class AppDirectory:
     __slots__ = ("_by_id", "_by_key")
 
     def __init__(self, apps: Iterable[AppConfig]) -> None:
-        self._by_id: dict[str, AppConfig] = {app.id: app for app in apps}
+        self._by_id: dict[str, AppConfig] = {}
+        self._by_key: dict[str, AppConfig] = {}
+        self.replace(apps)
+
+    def replace(self, apps: Iterable[AppConfig]) -> None:
+        """Swap in a new set of apps (SIGHUP). Everyone holding this directory sees them at once."""
+        self._by_id = {app.id: app for app in apps}
         self._by_key = {app.key: app for app in self._by_id.values()}
 
     def by_id(self, app_id: str) -> AppConfig | None:

@@ -14,13 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from aiohttp import web
+
 from relay import __version__
-from relay.app import create_app
+from relay.app import create_app, reload_apps
 from relay.config import Config, ConfigError, load_config, setting_default, setting_type
 from relay.logs import configure_logging
 from relay.metrics_share import METRICS_DIR_ENV, retire_worker
@@ -93,8 +95,13 @@ window.Echo = new Echo({{
 """
 
 
-async def serve(config: Config, reuse_port: bool = False) -> None:
-    """Run until SIGINT/SIGTERM; then readiness turns false, connections close with 4200, state is cleaned."""
+# Reads the configuration again on SIGHUP; raises ConfigError when the new one is invalid.
+Reloader = Callable[[], Config]
+
+
+async def serve(config: Config, reuse_port: bool = False, reload: Reloader | None = None) -> None:
+    """Run until SIGINT/SIGTERM; then readiness turns false, connections close with 4200, state is cleaned.
+    SIGHUP reloads the apps (see reload_apps) without dropping connections."""
     app = create_app(config)
     server = await start_server(config, app, reuse_port=reuse_port)
     logger.info(
@@ -111,9 +118,40 @@ async def serve(config: Config, reuse_port: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if reload is not None:
+        reloader = reload
+
+        def on_sighup() -> None:
+            task = loop.create_task(_reload(app, config, reloader))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
     await stop.wait()
     logger.info("shutting down")
     await server.stop()
+
+
+async def _reload(app: web.Application, running: Config, reload: Reloader) -> None:
+    """SIGHUP: the apps from the file and the environment again; an invalid configuration is refused with
+    the start-up message and the running one stays in force."""
+    try:
+        config = reload()
+    except ConfigError as error:
+        logger.error("relay: invalid configuration: %s; keeping the running configuration", error)
+        return
+    summary = await reload_apps(app, config.apps)
+    logger.info("configuration reloaded: %s", summary)
+    restart_needed = [
+        setting.key
+        for setting in SETTINGS
+        if not setting.table
+        and setting.key != "metrics_dir"
+        and getattr(config, setting.name, None) != getattr(running, setting.name, None)
+    ]
+    if restart_needed:
+        logger.warning("changed settings that take effect only after a restart: %s", ", ".join(restart_needed))
 
 
 def _configuration_lines(config: Config) -> list[str]:
@@ -168,8 +206,14 @@ def _run_workers(config: Config, argv: Sequence[str]) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    def forward_reload(signum: int, _frame: object) -> None:
+        for child, _ in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_reload)  # each worker reloads its own apps
     while not all(child.poll() is not None for child, _ in children) or not stopping:
         for index, (child, started) in enumerate(children):
             code = child.poll()
@@ -223,17 +267,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if config.dev_app:
         print(_dev_app_banner(config), flush=True)
     try:
-        _run(config, options.reuse_port)
+        _run(config, options.reuse_port, lambda: load_config(options.config, overrides=overrides))
     except OSError as error:
         # Most often the port is taken: say so in one line instead of a traceback.
         print(f"relay: cannot serve on {config.host}:{config.port}: {error.strerror or error}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
-def _run(config: Config, reuse_port: bool) -> None:
+def _run(config: Config, reuse_port: bool, reload: Reloader) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional on platforms without wheels
-        asyncio.run(serve(config, reuse_port=reuse_port))
+        asyncio.run(serve(config, reuse_port=reuse_port, reload=reload))
     else:
-        uvloop.run(serve(config, reuse_port=reuse_port))
+        uvloop.run(serve(config, reuse_port=reuse_port, reload=reload))

@@ -208,11 +208,34 @@ class Node:
                     logger.exception("session tick failed for socket_id=%s", connection.socket_id)
 
     def new_session(self, socket_id: str, app: AppConfig, now: float) -> Session:
+        settings, verifier = self._session_parts(app)
+        return Session(socket_id, settings, verifier, now)
+
+    def _session_parts(self, app: AppConfig) -> tuple[SessionSettings, AppVerifier]:
         verifier = self._verifiers.get(app.id)
         if verifier is None:
             verifier = self._verifiers[app.id] = AppVerifier(app.key, app.secret)
             self._settings[app.id] = session_settings(app)
-        return Session(socket_id, self._settings[app.id], verifier, now)
+        return self._settings[app.id], verifier
+
+    def reload_apps(self, apps: Iterable[AppConfig]) -> None:
+        """A new apps configuration (SIGHUP), without dropping connections: open connections take the new
+        settings and secret; those of a removed or disabled app are closed with the protocol's code."""
+        self.apps.replace(apps)
+        self._verifiers.clear()
+        self._settings.clear()
+        for app in self.apps:
+            self.metrics.app(app.id)
+        for connection in list(self.connections.values()):
+            reloaded = self.apps.by_id(connection.app.id)
+            if reloaded is None or not reloaded.enabled:
+                code = errors.APP_DOES_NOT_EXIST if reloaded is None else errors.APP_DISABLED
+                message = "Application does not exist" if reloaded is None else "Application is disabled"
+                connection.send(errors.encode_error(code, message))
+                connection.close(code, message)
+                continue
+            connection.app = reloaded
+            connection.session.reconfigure(*self._session_parts(reloaded))
 
     # Connections ---------------------------------------------------------------------------------
 

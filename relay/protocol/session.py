@@ -105,6 +105,13 @@ class Session:
         self.closed = True
         return [Leave(channel, user_id) for channel, user_id in self.channels.items()]
 
+    def reconfigure(self, settings: SessionSettings, verifier: Verifier) -> None:
+        """The app's settings or secret changed (SIGHUP): limits and signatures from now on. Subscriptions
+        already made stay; the client-event allowance starts from the new rate."""
+        self.settings = settings
+        self._verifier = verifier
+        self._tokens = min(self._tokens, settings.client_event_rate)
+
     # Frames in -----------------------------------------------------------------------------------
 
     def receive(self, raw: bytes | str, now: float) -> list[Action]:

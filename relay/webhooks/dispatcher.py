@@ -81,6 +81,27 @@ class WebhookDispatcher:
         if metrics is not None:
             self.register_gauges(metrics)
 
+    async def reload_apps(self, apps: Iterable[AppConfig]) -> None:
+        """New apps and webhook targets (SIGHUP). The dicts are shared with the pump and the deliverer,
+        so they are updated in place; queued deliveries of a removed target are dead-lettered when due."""
+        self._apps.clear()
+        self._apps.update({app.id: app for app in apps})
+        self._targets.clear()
+        self._targets.update(
+            {app.id: tuple(Target.from_config(hook) for hook in app.webhooks) for app in self._apps.values()}
+        )
+        self._interest.clear()
+        self._interest.update(
+            {
+                app_id: interest(targets, self._settings.leave_delay > 0)
+                for app_id, targets in self._targets.items()
+                if targets
+            }
+        )
+        self.enabled = bool(self._interest)
+        if self.enabled and not self._started and not self._closed:
+            await self.start()  # the first webhook target arrived with this reload
+
     def register_gauges(self, metrics: Metrics) -> None:
         """relay_webhook* at /metrics; failing targets and dead letters also go to the operators' alerts."""
         counters = self.counters
