@@ -1,0 +1,93 @@
+"""Fixtures for the browser suite: headless Chromium from Debian's `chromium` package driven by
+Playwright, relay as a subprocess, and each example's own backend as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+# The one place this suite uses tests/support: relay and child-process starters.
+from tests.support.ports import free_port
+from tests.support.process import ManagedProcess
+from tests.support.relay import RelayProcess, http_status, start_relay
+from tests.support.timeouts import STARTUP_TIMEOUT, TIMEOUT
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("RELAY_TEST_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+APP_ID, APP_KEY, APP_SECRET = "1001", "relay-key", "relay-secret"
+
+expect.set_options(timeout=TIMEOUT * 1000)
+
+
+class ExampleServer(ManagedProcess):
+    """`python -m examples.<name>.server` on a free port, with its own SQLite file."""
+
+    def __init__(self, name: str, workdir: Path, env: Mapping[str, str], port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        self.database = workdir / f"{name}.db"
+        child_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PORT": str(self.port),
+            "DATABASE": str(self.database),
+            "PUSHER_APP_ID": APP_ID,
+            "PUSHER_APP_KEY": APP_KEY,
+            "PUSHER_APP_SECRET": APP_SECRET,
+            **env,
+        }
+        argv = [sys.executable, "-m", f"examples.{name}.server"]
+        super().__init__(f"example-{name}:{self.port}", argv, workdir / f"{name}.log", env=child_env, cwd=ROOT)
+        self.wait_until(lambda: http_status(f"{self.url}/up") == 200, "GET /up answering 200", STARTUP_TIMEOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_example_relay(
+    workdir: Path,
+    app_extra: Mapping[str, object] | None = None,
+    port: int | None = None,
+    settings: Mapping[str, object] | None = None,
+) -> RelayProcess:
+    """relay with the examples' app (plus `app_extra` fields) and top-level `settings`."""
+    app = {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET, **(app_extra or {})}
+    config: dict[str, object] = {**(settings or {}), "apps": [app]}
+    return start_relay(config, workdir=workdir / "relay", port=port)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ManagedProcess]]:
+    """Processes a test starts; stopped by PID at teardown, last first."""
+    started: list[ManagedProcess] = []
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.is_file():
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does it)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    """Keep a screenshot as a test artefact (tests/browser/artifacts, not committed)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
