@@ -106,7 +106,3 @@ def _file_handler(file: Path) -> Any:
         return web.FileResponse(file)
 
     return handler
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})

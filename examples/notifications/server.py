@@ -18,8 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from examples.accounts import Tokens, User, all_users, json_error, read_json, read_login, request_user, seed_users
-from examples.relay_link import Publisher, RelaySettings, add_vendor_routes, health, read_channel_auth_form
+from examples.accounts import User, all_users, json_error, read_json
+from examples.page_app import DB, RELAY, create_page_app, current_user, refuse
+from examples.relay_link import Publisher
 
 STATIC = Path(__file__).resolve().parent / "static"
 LATEST = 20  # what the page shows, and what it refetches after a reconnect
@@ -38,9 +39,6 @@ create table if not exists notifications (
 create index if not exists notifications_by_user on notifications (user_id, id);
 """
 
-DB = web.AppKey("db", sqlite3.Connection)
-TOKENS = web.AppKey("tokens", Tokens)
-RELAY = web.AppKey("relay", RelaySettings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 
 
@@ -64,30 +62,10 @@ def unread_count(db: sqlite3.Connection, user_id: int) -> int:
     return int(row[0])
 
 
-def current_user(request: web.Request) -> User:
-    return request_user(request, request.app[DB], request.app[TOKENS])
-
-
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
-
-
-async def config(request: web.Request) -> web.Response:
-    return web.json_response(request.app[RELAY].page_config())
-
-
-async def login(request: web.Request) -> web.Response:
-    user = await read_login(request, request.app[DB])
-    return web.json_response({"token": request.app[TOKENS].issue(user), "user": user.as_json()})
-
-
-async def authorize_channel(request: web.Request) -> web.Response:
-    """pusher-js channel authorization: a user may subscribe to their own private-user channel only."""
-    user = current_user(request)
-    socket_id, channel = await read_channel_auth_form(request)
+def channel_policy(user: User, channel: str) -> None:
+    """A user may subscribe to their own private-user channel only."""
     if channel != user_channel(user.id):
-        raise json_error(403, f"{user.name} may not subscribe to {channel}")
-    return web.json_response(request.app[RELAY].client().authenticate(channel, socket_id))
+        raise refuse(user, channel)
 
 
 async def users(request: web.Request) -> web.Response:
@@ -186,39 +164,17 @@ async def store_and_publish(
     return [notification for _, notification in created]
 
 
-def open_db(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path)
-    db.row_factory = sqlite3.Row
-    seed_users(db, DEMO_USERS)
-    db.executescript(SCHEMA)
-    return db
-
-
 def create_app(db_path: str) -> web.Application:
-    app = web.Application()
-    relay = RelaySettings.from_env()
-    app[DB] = open_db(db_path)
-    app[TOKENS] = Tokens.from_env()
-    app[RELAY] = relay
-    app[PUBLISHER] = Publisher(relay.client())
-    app.router.add_get("/", index)
-    app.router.add_static("/static", STATIC)
-    add_vendor_routes(app)
-    app.router.add_get("/up", health)
-    app.router.add_get("/config", config)
-    app.router.add_post("/login", login)
-    app.router.add_post("/broadcasting/auth", authorize_channel)
+    app = create_page_app(
+        static=STATIC, db_path=db_path, demo_users=DEMO_USERS, schema=SCHEMA, channel_policy=channel_policy
+    )
+    app[PUBLISHER] = Publisher(app[RELAY].client())
     app.router.add_get("/api/users", users)
     app.router.add_get("/api/notifications", latest)
     app.router.add_post("/api/notifications", create)
     app.router.add_post("/api/notifications/{id}/read", mark_read)
     app.router.add_post("/api/maintenance", broadcast_maintenance)
-    app.on_cleanup.append(_close_db)
     return app
-
-
-async def _close_db(app: web.Application) -> None:
-    app[DB].close()
 
 
 if __name__ == "__main__":
