@@ -43,13 +43,15 @@ def create_page_app(
     channel_policy: ChannelPolicy,
     page_config: Mapping[str, object] | None = None,
     auth_cookie: str = "",
+    relay: RelaySettings | None = None,
 ) -> web.Application:
     """The shared app; the example adds its own routes. `auth_cookie` also accepts the JWT from
-    that cookie (as a Laravel session cookie would be sent), besides the bearer header."""
+    that cookie (as a Laravel session cookie would be sent), besides the bearer header. `relay`
+    defaults to RelaySettings.from_env()."""
     app = web.Application()
     app[DB] = open_db(db_path, demo_users, schema)
     app[TOKENS] = Tokens.from_env()
-    app[RELAY] = RelaySettings.from_env()
+    app[RELAY] = relay if relay is not None else RelaySettings.from_env()
     extra = dict(page_config or {})
 
     async def index(request: web.Request) -> web.FileResponse:
