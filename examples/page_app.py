@@ -13,6 +13,9 @@ from aiohttp import web
 from .accounts import Tokens, User, json_error, read_login, request_user, seed_users
 from .relay_link import RelaySettings, add_vendor_routes, read_channel_auth_form
 
+# Scripts every example page may load, at /shared/.
+SHARED_STATIC = Path(__file__).resolve().parent / "static"
+
 DB = web.AppKey("db", sqlite3.Connection)
 TOKENS = web.AppKey("tokens", Tokens)
 RELAY = web.AppKey("relay", RelaySettings)
@@ -82,6 +85,7 @@ def create_page_app(
 
     app.router.add_get("/", index)
     app.router.add_static("/static", static)
+    app.router.add_static("/shared", SHARED_STATIC)
     add_vendor_routes(app)
     app.router.add_get("/up", up)
     app.router.add_get("/config", config)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -48,6 +49,20 @@ class ExampleServer(ManagedProcess):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+async def channel_auth_status(server: ExampleServer, name: str, channel: str) -> int:
+    """The HTTP status of the example's /broadcasting/auth when demo user `name` asks for `channel`."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{server.url}/login", json={"name": name, "password": "password"}) as response:
+            assert response.status == 200, await response.text()
+            token = (await response.json())["token"]
+        async with session.post(
+            f"{server.url}/broadcasting/auth",
+            data={"socket_id": "1.1", "channel_name": channel},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            return response.status
 
 
 def start_example_relay(

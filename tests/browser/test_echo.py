@@ -8,7 +8,15 @@ from pathlib import Path
 import aiohttp
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import APP_ID, APP_KEY, APP_SECRET, ExampleServer, screenshot, start_example_relay
+from tests.browser.conftest import (
+    APP_ID,
+    APP_KEY,
+    APP_SECRET,
+    ExampleServer,
+    channel_auth_status,
+    screenshot,
+    start_example_relay,
+)
 from tests.support.process import ManagedProcess
 
 
@@ -84,12 +92,5 @@ async def test_echo_public_private_presence_and_whisper(
     print("screenshot:", await screenshot(alice, "echo"))
 
     # The server refuses another tenant's channel, as routes/channels.php would.
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{server.url}/login", json={"name": "bob", "password": "password"}) as response:
-            token = (await response.json())["token"]
-        async with session.post(
-            f"{server.url}/broadcasting/auth",
-            data={"socket_id": "1.1", "channel_name": "private-commerce.1"},
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response:
-            assert response.status == 403
+    assert await channel_auth_status(server, "bob", "private-commerce.1") == 403
+    assert await channel_auth_status(server, "bob", "private-commerce.2") == 200

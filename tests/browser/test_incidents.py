@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import ExampleServer, screenshot, start_example_relay
+from tests.browser.conftest import ExampleServer, channel_auth_status, screenshot, start_example_relay
 from tests.support.ports import free_port
 from tests.support.process import ManagedProcess
 from tests.support.timeouts import TIMEOUT
@@ -100,6 +100,7 @@ async def test_incidents_reach_the_other_page_the_store_and_slack(
     )
     processes.append(relay)
 
+    assert await channel_auth_status(server, "alice", "presence-other") == 403
     alice = await log_in_page(browser, server, "alice")
     bob = await log_in_page(browser, server, "bob")
     await expect(alice.locator("#on-duty li")).to_have_text(["alice", "bob"])

@@ -6,12 +6,7 @@
 const state = { token: null, user: null, channel: null, incidents: new Map() };
 const $ = (selector) => document.querySelector(selector);
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
-  const json = await response.json();
-  if (!response.ok) throw new Error(json.error || response.statusText);
-  return json;
-}
+const api = (path) => callApi(state.token, "GET", path);
 
 function renderMembers() {
   const list = $("#on-duty");
@@ -65,23 +60,7 @@ async function loadStored() {
 }
 
 async function connect() {
-  const config = await (await fetch("/config")).json();
-  const pusher = new Pusher(config.key, {
-    cluster: "",
-    wsHost: config.wsHost,
-    wsPort: config.wsPort,
-    forceTLS: false,
-    enabledTransports: ["ws"],
-    channelAuthorization: {
-      endpoint: "/broadcasting/auth",
-      transport: "ajax",
-      headers: { Authorization: `Bearer ${state.token}` },
-    },
-  });
-  pusher.connection.bind("state_change", ({ current }) => {
-    $("#state").textContent = current;
-    $("#state").className = `state ${current}`;
-  });
+  const { pusher, config } = await connectPusher(state.token);
   const channel = pusher.subscribe(config.channel);
   state.channel = channel;
   channel.bind("pusher:subscription_succeeded", () => {
@@ -115,23 +94,10 @@ $("#raise").addEventListener("submit", (event) => {
   }
 });
 
-$("#login").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = new FormData(event.target);
-  const response = await fetch("/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name: form.get("name"), password: form.get("password") }),
-  });
-  const json = await response.json();
-  if (!response.ok) {
-    $("#login-error").textContent = json.error;
-    return;
-  }
-  state.token = json.token;
-  state.user = json.user;
-  $("#login").hidden = true;
+bindLoginForm(async ({ token, user }) => {
+  state.token = token;
+  state.user = user;
   $("#board").hidden = false;
-  $("#who").textContent = json.user.name;
+  $("#who").textContent = user.name;
   await connect();
 });

@@ -7,16 +7,7 @@ const LATEST = 20;
 const state = { token: null, user: null, pusher: null, notifications: new Map(), unread: 0, buffered: null };
 const $ = (selector) => document.querySelector(selector);
 
-async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: { "Content-Type": "application/json", Authorization: `Bearer ${state.token}` },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await response.json();
-  if (!response.ok) throw new Error(json.error || response.statusText);
-  return json;
-}
+const api = (method, path, body) => callApi(state.token, method, path, body);
 
 // The backend's view replaces ours: events missed while disconnected are in it. Events that
 // arrive while the request is in flight are replayed on top, in order, so none is lost and the
@@ -72,28 +63,9 @@ function render() {
   }
 }
 
-function showState(current) {
-  const element = $("#state");
-  element.textContent = current;
-  element.className = `state ${current}`;
-}
-
 async function connect() {
-  const config = await (await fetch("/config")).json();
-  const pusher = new Pusher(config.key, {
-    cluster: "",
-    wsHost: config.wsHost,
-    wsPort: config.wsPort,
-    forceTLS: false,
-    enabledTransports: ["ws"],
-    channelAuthorization: {
-      endpoint: "/broadcasting/auth",
-      transport: "ajax",
-      headers: { Authorization: `Bearer ${state.token}` },
-    },
-  });
+  const { pusher } = await connectPusher(state.token);
   state.pusher = pusher;
-  pusher.connection.bind("state_change", ({ current }) => showState(current));
   const channel = pusher.subscribe(`private-user.${state.user.id}`);
   // pusher-js subscribes again after every reconnect ('connected' once more) and fires this each
   // time; refetching here rather than on 'connected' also covers events published between the
@@ -139,21 +111,7 @@ async function start(token, user) {
   await connect();
 }
 
-$("#login").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = new FormData(event.target);
-  const response = await fetch("/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name: form.get("name"), password: form.get("password") }),
-  });
-  const json = await response.json();
-  if (!response.ok) {
-    $("#login-error").textContent = json.error;
-    return;
-  }
-  await start(json.token, json.user);
-});
+bindLoginForm(({ token, user }) => start(token, user));
 
 $("#send").addEventListener("submit", async (event) => {
   event.preventDefault();
