@@ -1,5 +1,8 @@
 """A TCP proxy between a browser page and relay that a test can cut: cut() drops every open
-connection and refuses new ones (accepts and closes them at once) until restore()."""
+connection and refuses new ones (accepts and closes them at once) until restore().
+
+Playwright's offline emulation (BrowserContext.set_offline) does not touch open WebSockets in
+Chromium, so cutting the connection has to happen outside the browser."""
 
 from __future__ import annotations
 

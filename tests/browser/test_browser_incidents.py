@@ -14,10 +14,15 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import ExampleServer, channel_auth_status, screenshot, start_example_relay
-from tests.support.ports import free_port
-from tests.support.process import ManagedProcess
-from tests.support.timeouts import TIMEOUT
+from tests.browser.harness import (
+    TIMEOUT,
+    ExampleServer,
+    ManagedProcess,
+    channel_auth_status,
+    free_port,
+    screenshot,
+    start_example_relay,
+)
 
 # The backend is another process: nothing to await on its SQLite file, so it is read again
 # after this pause until the deadline.

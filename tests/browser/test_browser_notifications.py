@@ -8,10 +8,15 @@ from typing import Any
 import aiohttp
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import ExampleServer, channel_auth_status, screenshot, start_example_relay
+from tests.browser.harness import (
+    ExampleServer,
+    ManagedProcess,
+    channel_auth_status,
+    scaled,
+    screenshot,
+    start_example_relay,
+)
 from tests.browser.tcp_proxy import CuttableProxy
-from tests.support.process import ManagedProcess
-from tests.support.timeouts import scaled
 
 # pusher-js retries a failed connection with growing delays; after the proxy is restored it may
 # wait several seconds before its next attempt.

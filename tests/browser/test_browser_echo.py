@@ -8,16 +8,16 @@ from pathlib import Path
 import aiohttp
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import (
+from tests.browser.harness import (
     APP_ID,
     APP_KEY,
     APP_SECRET,
     ExampleServer,
+    ManagedProcess,
     channel_auth_status,
     screenshot,
     start_example_relay,
 )
-from tests.support.process import ManagedProcess
 
 
 async def log_in_page(browser: Browser, server: ExampleServer, name: str) -> Page:
