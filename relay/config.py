@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from relay.admission import parse_networks
 from relay.protocol.ids import AppId
 from relay.protocol.webhook_events import WEBHOOK_EVENT_NAMES
 from relay.settings import SETTINGS, Setting
@@ -75,6 +76,10 @@ class AppConfig:
     enable_user_authentication: bool = False
     # Seconds allowed for sign-in; a value > 0 also turns the requirement on by itself.
     user_authentication_timeout: float = 0.0
+    # HTTP API requests per second for this app, per node; 0 means no limit. Over it: 429 + Retry-After.
+    api_rate_limit: float = 0.0
+    # Channels one connection may be subscribed to at once; 0 means no limit. Over it: subscription_error.
+    max_channels_per_connection: int = 1000
     webhooks: tuple[WebhookConfig, ...] = ()
 
 
@@ -138,6 +143,12 @@ class Config:
     transport: str = "lean"
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    # New connections per second per client address (0: no limit); over it, pusher-js gets 4100 and backs off.
+    connect_rate_per_ip: float = 0.0
+    # New connections per second to this node (0: no limit), e.g. to spread a reconnect storm.
+    connect_rate_per_node: float = 0.0
+    # Peers whose X-Forwarded-For names the client (addresses or CIDR blocks): the proxy in front of relay.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Set by `--workers` for its workers (RELAY_METRICS_DIR): where they share their /metrics figures.
     metrics_dir: str = ""
     # True when no app was configured and the development app was generated.
@@ -387,6 +398,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
     if not 0 <= config.shutdown_grace <= config.shutdown_timeout:
         raise ConfigError(f"shutdown_grace: must be between 0 and shutdown_timeout, got {config.shutdown_grace}")
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as error:
+        raise ConfigError(f"trusted_proxies: {error}") from None
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: expected text or json, got {config.log_format!r}")
     for index, url in enumerate(config.alerts.urls):

@@ -5,6 +5,7 @@ Errors are 4xx with a JSON body `{"error": "<what is wrong>"}`, raised through `
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 from aiohttp import web
 
+from relay.admission import ApiRateLimit
 from relay.apps import AppDirectory
 from relay.config import AppConfig
 from relay.metrics import NO_APP
@@ -48,10 +50,16 @@ API_ROUTE: Final = "api:"
 class ApiError(web.HTTPException):
     """An HTTP API error of any 4xx status with a JSON body `{"error": message}`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         self.status_code = status
-        self.body_bytes = orjson.dumps({"error": message})
-        super().__init__(text=self.body_bytes.decode(), content_type="application/json")
+        self.retry_after = retry_after
+        body: dict[str, object] = {"error": message}
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            body["retry_after"] = retry_after  # for clients that read the body but not the header
+            headers["Retry-After"] = str(retry_after)
+        self.body_bytes = orjson.dumps(body)
+        super().__init__(text=self.body_bytes.decode(), content_type="application/json", headers=headers or None)
 
 
 def http_error(status: int, message: str) -> NoReturn:
@@ -97,6 +105,7 @@ class EventRequest:
 
 class HttpApi:
     def __init__(self, node: Node, apps: AppDirectory, path_prefix: str = "") -> None:
+        self._rate_limit = ApiRateLimit()
         self._node = node
         self._apps = apps
         self._prefix = path_prefix
@@ -193,6 +202,11 @@ class HttpApi:
             )
         if not self._signature_ok(method, raw_target, app, params, query["auth_signature"]):
             http_error(401, "Invalid signature: expected HMAC SHA256 hex digest of METHOD\\npath\\nsorted query")
+        # Counted only once the request is signed: nobody without the secret can spend an app's allowance.
+        wait = self._rate_limit.retry_after(app.id, app.api_rate_limit)
+        if wait is not None:
+            limit = f"{app.api_rate_limit:g}"
+            raise ApiError(429, f"Too many requests: this app may make {limit} per second", math.ceil(wait))
         return app, query
 
     @staticmethod

@@ -94,6 +94,7 @@ def session_settings(app: AppConfig) -> SessionSettings:
         max_message_size=app.max_message_size,
         max_presence_member_size=app.max_presence_member_size,
         user_authentication_timeout=signin_deadline(app),
+        max_channels=app.max_channels_per_connection,
     )
 
 

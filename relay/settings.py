@@ -114,6 +114,17 @@ SETTINGS: Final = (
         "alerts.min_interval", "seconds between two alerts of one kind; repeats are summed up in one later message"
     ),
     Setting(
+        "connect_rate_per_ip",
+        "new connections per second per client address (burst: twice that), `0` = no limit; over it pusher-js "
+        "gets 4100 and retries later. The address is the peer's, or from `X-Forwarded-For` when the peer is a "
+        "trusted proxy. 20 suits most public sites",
+    ),
+    Setting("connect_rate_per_node", "new connections per second to this node (burst: twice that), `0` = no limit"),
+    Setting(
+        "trusted_proxies",
+        "addresses or CIDR blocks whose `X-Forwarded-For` is believed (the proxy in front of relay)",
+    ),
+    Setting(
         "metrics_dir",
         "set by `--workers` for its workers (where they share their `/metrics` figures); not an operator setting",
     ),

@@ -53,6 +53,7 @@ class SessionSettings:
     max_user_id_length: int = 128
     max_presence_member_size: int = 1024
     user_authentication_timeout: float = 0.0  # 0: sign-in not required
+    max_channels: int = 1000  # subscriptions one connection may hold; 0 turns the limit off
 
 
 class Verifier(Protocol):
@@ -176,6 +177,9 @@ class Session:
             member = member_or_error
         elif kind.needs_auth and not self._private_auth_ok(message):
             return [_auth_error(channel, _bad_signature(self.socket_id, channel))]
+        limit = self.settings.max_channels
+        if limit and channel not in self.channels and len(self.channels) >= limit:
+            return [_limit_error(channel, f"A connection may subscribe to at most {limit} channels")]
         if channel in self.channels:
             # Already subscribed: success again, no second membership (§9.10).
             previous = self.channels[channel]

@@ -44,6 +44,7 @@ def _sample(setting: Setting) -> tuple[str, object]:
         "log_format": ("json", "json"),
         "metrics_dir": ("/tmp/relay-metrics", "/tmp/relay-metrics"),
         "alerts.urls": ("http://127.0.0.1:9/hook", ("http://127.0.0.1:9/hook",)),
+        "trusted_proxies": ("10.0.0.0/8", ("10.0.0.0/8",)),
         "transport": ("aiohttp", "aiohttp"),
         "redis.prefix": ("other", "other"),
         "redis_url": ("redis://127.0.0.1:6390/0", "redis://127.0.0.1:6390/0"),
