@@ -27,6 +27,8 @@ DEV_APP_ID: Final = AppId("1001")
 DEV_APP_KEY: Final = "relay-key"
 DEV_APP_SECRET: Final = "relay-secret"
 DEFAULT_SIGNIN_TIMEOUT: Final = 30.0
+# A drain longer than this would hold a deploy for too long (and outlast most orchestrators' stop grace).
+MAX_DRAIN_WINDOW: Final = 300.0
 
 
 class ConfigError(ValueError):
@@ -143,6 +145,8 @@ class Config:
     transport: str = "lean"
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    # Seconds over which SIGTERM closes the connections, at random moments (paced drain); 0 closes all at once.
+    drain_window: float = 10.0
     # New connections per second per client address (0: no limit); over it, pusher-js gets 4100 and backs off.
     connect_rate_per_ip: float = 0.0
     # New connections per second to this node (0: no limit), e.g. to spread a reconnect storm.
@@ -398,6 +402,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
     if not 0 <= config.shutdown_grace <= config.shutdown_timeout:
         raise ConfigError(f"shutdown_grace: must be between 0 and shutdown_timeout, got {config.shutdown_grace}")
+    if config.drain_window > MAX_DRAIN_WINDOW:
+        raise ConfigError(f"drain_window: at most {MAX_DRAIN_WINDOW:g} seconds, got {config.drain_window:g}")
     try:
         parse_networks(config.trusted_proxies)
     except ValueError as error:

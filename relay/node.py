@@ -126,6 +126,10 @@ class Node:
         self._sweeper: asyncio.Task[None] | None = None
         self.accepting = True
         self.draining = False  # closing connections before a stop
+        # While draining: seconds a closed connection's presence memberships are kept before they leave,
+        # so the same user back on another node meanwhile is no member_removed/member_added flap.
+        self.presence_hold = 0.0
+        self._held_leaves: set[asyncio.Task[None]] = set()
         self.register_metrics(self.metrics)
 
     def register_metrics(self, metrics: Metrics) -> None:
@@ -301,6 +305,9 @@ class Node:
         app = connection.app
         self.metrics.app(app.id).closed(connection.close_code)
         for leave in session.close():
+            if self.presence_hold > 0 and leave.user_id is not None and is_presence(leave.channel):
+                self._hold_leave(connection, leave)
+                continue
             try:
                 await self._leave(connection, leave)
             except Exception:
@@ -313,6 +320,23 @@ class Node:
                 if not sockets:
                     del self.users[key]
         await self.adapter.remove_connection(app.id, socket_id)
+
+    def _hold_leave(self, connection: Connection, leave: Leave) -> None:
+        task = asyncio.get_running_loop().create_task(self._leave_later(connection, leave, self.presence_hold))
+        self._held_leaves.add(task)
+        task.add_done_callback(self._held_leaves.discard)
+
+    async def _leave_later(self, connection: Connection, leave: Leave, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self._leave(connection, leave)
+        except Exception:
+            logger.exception("leaving %s failed for socket_id=%s", leave.channel, connection.socket_id)
+
+    async def release_held_leaves(self, timeout: float) -> None:
+        """Wait (at most `timeout`) for the presence leaves held back by a drain."""
+        if self._held_leaves:
+            await asyncio.wait(set(self._held_leaves), timeout=timeout)
 
     # Actions -------------------------------------------------------------------------------------
 

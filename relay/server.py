@@ -9,6 +9,7 @@ from aiohttp import web
 
 from relay.app import HTTP_API_KEY, NODE_KEY
 from relay.config import Config
+from relay.drain import drain
 from relay.node import Node
 from relay.transport.lean import LeanConnection, LeanServer
 
@@ -44,14 +45,17 @@ class RunningServer:
         return self.runner.addresses[0][1] if self.runner.addresses else self.config.port
 
     async def stop(self) -> None:
-        """Readiness false, every connection closed with 4200, new ones refused with 4100; after the grace
-        period the port closes, state is cleaned up and the server stops."""
+        """Readiness false and new connections refused with 4100; after the grace period the connections
+        are closed with 4200 spread over the drain window (relay.drain); then the port closes, state is
+        cleaned up and the server stops."""
         node = self.node
         node.accepting = False
         timeout = self.config.shutdown_timeout
-        # The port stays open for the grace period, so load balancers see /ready answer 503 (and new
-        # WebSocket clients get 4100) rather than a refused connection.
-        grace = asyncio.ensure_future(asyncio.sleep(self.config.shutdown_grace))
+        # The port stays open, so load balancers see /ready answer 503 (and new WebSocket clients get
+        # 4100) rather than a refused connection, and stop sending clients here before the drain.
+        await asyncio.sleep(self.config.shutdown_grace)
+        await drain(node, self.config.drain_window, self.config.webhook.leave_delay)
+        grace = asyncio.ensure_future(asyncio.sleep(0))
         if self.listener is not None and self.lean is not None:
             node.close_connections()
             if not await self.lean.drain(timeout):

@@ -114,6 +114,12 @@ SETTINGS: Final = (
         "alerts.min_interval", "seconds between two alerts of one kind; repeats are summed up in one later message"
     ),
     Setting(
+        "drain_window",
+        "seconds over which SIGTERM closes the connections, each at a random moment, with 4200 (pusher-js "
+        "reconnects, to another node); at most 300; `0` closes all at once. Give the process at least "
+        "`shutdown_grace` + `drain_window` + `shutdown_timeout` before a SIGKILL",
+    ),
+    Setting(
         "connect_rate_per_ip",
         "new connections per second per client address (burst: twice that), `0` = no limit; over it pusher-js "
         "gets 4100 and retries later. The address is the peer's, or from `X-Forwarded-For` when the peer is a "

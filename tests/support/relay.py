@@ -113,6 +113,9 @@ def start_relay(
         k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "REVERB_")) or k.startswith("RELAY_TEST_")
     }
     child_env["PYTHONUNBUFFERED"] = "1"
+    # SIGTERM closes everything at once unless a test asks for the paced drain (its own RELAY_DRAIN_WINDOW):
+    # tests stop relay often and should not wait out a 10 s window each time.
+    child_env["RELAY_DRAIN_WINDOW"] = "0"
     child_env.update(env or {})
     process = RelayProcess(port, config_path, extra_args, child_env, workdir / f"relay-{port}.log")
     process.wait_ready()
