@@ -16,6 +16,7 @@ from aiohttp import web
 
 from relay.apps import AppDirectory
 from relay.config import AppConfig
+from relay.http_api import API_ROUTE
 from relay.jwt.answers import BAD_REQUEST, channel_answer, user_answer
 from relay.jwt.authority import TokenAuthority
 from relay.jwt.rejection import FORBIDDEN, UNAUTHORIZED, TokenRejected
@@ -37,7 +38,8 @@ class JwtAuthEndpoints:
     def add_routes(self, router: web.UrlDispatcher) -> None:
         for name, handler in (("auth", self.channel_auth), ("user-auth", self.user_auth)):
             path = f"{self._prefix}/apps/{{app_id}}/{name}"
-            router.add_post(path, handler)
+            # Named like the HTTP API's routes: counted in relay_http_requests_total with their latency.
+            router.add_post(path, handler, name=f"{API_ROUTE}{name.replace('-', '_')}")
             router.add_route("OPTIONS", path, self.preflight)
 
     async def channel_auth(self, request: web.Request) -> web.Response:

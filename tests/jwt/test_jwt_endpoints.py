@@ -135,6 +135,8 @@ async def test_failures_are_counted_by_app_and_check(server: RelayServer, auth: 
         (("app_id", APP.id), ("check", "bad_signature")): 1.0,
         (("app_id", APP.id), ("check", "channel_not_permitted")): 2.0,
     }
+    requests = metric_samples(server, "relay_http_requests_total")
+    assert requests[(("app_id", APP.id), ("endpoint", "auth"), ("status", "403"))] == 2.0
 
 
 # CORS -------------------------------------------------------------------------------------------
