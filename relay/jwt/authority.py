@@ -30,12 +30,14 @@ class TokenAuthority:
         )
         self._session: aiohttp.ClientSession | None = None
         self._verifiers: dict[str, TokenVerifier] = {}
+        self._jwks: list[JwksKeys] = []
         for app in apps:
             if app.jwt is None:
                 continue
             keys: KeySource
             if app.jwt.jwks_url:
                 keys = JwksKeys(app.jwt, self._http, time.monotonic)
+                self._jwks.append(keys)
             else:
                 keys = StaticKeys(app.jwt)
             self._verifiers[app.id] = TokenVerifier(app.jwt, keys)
@@ -62,6 +64,8 @@ class TokenAuthority:
         return self._session
 
     async def close(self) -> None:
+        for keys in self._jwks:
+            await keys.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

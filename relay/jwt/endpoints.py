@@ -9,7 +9,7 @@ header (Echo's `bearerToken`, pusher-js `headers`), and answer with CORS headers
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from aiohttp import web
@@ -48,7 +48,7 @@ class JwtAuthEndpoints:
     async def user_auth(self, request: web.Request) -> web.Response:
         return await self._answer(request, "user")
 
-    async def _answer(self, request: web.Request, kind: str) -> web.Response:
+    async def _answer(self, request: web.Request, kind: Literal["channel", "user"]) -> web.Response:
         app, cors = self._app_and_cors(request)
         socket_id = channel = ""
         try:
@@ -62,7 +62,8 @@ class JwtAuthEndpoints:
             claims = await self._authority.claims(app, _bearer_token(request))
             body = _body(app, claims, socket_id, channel)
         except TokenRejected as rejection:
-            where = f"{kind}-auth socket_id={socket_id[:32]}" + (f" channel={channel[:200]}" if channel else "")
+            # repr: socket_id and channel_name come from the request, a log line must stay one line.
+            where = f"{kind}-auth socket_id={socket_id[:32]!r}" + (f" channel={channel[:200]!r}" if channel else "")
             self._authority.refused(app, rejection, where)
             return _error(rejection, cors)
         return web.Response(body=orjson.dumps(body), content_type="application/json", headers=cors)

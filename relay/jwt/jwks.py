@@ -77,9 +77,21 @@ class JwksKeys:
         try:
             # shield: one caller giving up (its client went away) must not cancel the others' fetch.
             await asyncio.shield(fetching)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not fetching.cancelled() or (current is not None and current.cancelling()):
+                raise
+            # The fetch itself was cancelled by close(): no keys, not a cancelled request.
         finally:
             if fetching.done() and self._fetching is fetching:
                 self._fetching = None
+
+    async def close(self) -> None:
+        """Cancel a fetch in flight (shutdown); the waiting requests see the keys as unavailable."""
+        fetching, self._fetching = self._fetching, None
+        if fetching is not None:
+            fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)
 
     async def _fetch(self) -> None:
         try:

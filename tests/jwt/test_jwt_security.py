@@ -16,10 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from relay.jwt.authority import TokenAuthority
+from relay.jwt.rejection import TokenRejected
+from relay.metrics import Metrics
 from tests.integration.conftest import RelayServerFactory
-from tests.integration.wire import scaled
+from tests.integration.wire import scaled, wait_until
 from tests.jwt.conftest import AuthClient, with_jwt
 from tests.jwt.tokens import (
+    JWT_SECRET,
     OTHER_APP_JWT_SECRET,
     KeyPair,
     b64url,
@@ -99,8 +103,6 @@ async def test_tokens_from_pyjwt_and_jose_are_accepted(auth: AuthClient) -> None
 async def test_leeway_accepts_a_token_expired_within_it(
     relay_server: RelayServerFactory, http: aiohttp.ClientSession
 ) -> None:
-    from tests.jwt.tokens import JWT_SECRET
-
     server = await relay_server(with_jwt(secret=JWT_SECRET, leeway=30))
     auth = AuthClient(http, server.port)
     now = int(time.time())
@@ -113,8 +115,6 @@ async def test_leeway_accepts_a_token_expired_within_it(
 async def test_issuer_and_audience_are_checked_when_configured(
     relay_server: RelayServerFactory, http: aiohttp.ClientSession
 ) -> None:
-    from tests.jwt.tokens import JWT_SECRET
-
     server = await relay_server(with_jwt(secret=JWT_SECRET, issuer="https://app.example.com", audience="relay"))
     auth = AuthClient(http, server.port)
     good: dict[str, Any] = {"iss": "https://app.example.com", "aud": "relay"}
@@ -282,8 +282,6 @@ async def test_jwks_endpoint_not_listening_is_503(
 async def test_slow_jwks_endpoint_times_out_without_blocking_other_requests(
     relay_server: RelayServerFactory, http: aiohttp.ClientSession, rsa_key: KeyPair
 ) -> None:
-    from tests.jwt.tokens import JWT_SECRET
-
     async with jwks_server(jwk(rsa_key, "k1")) as jwks:
         jwks.mode = "slow"
         jwks.delay = scaled(10)
@@ -307,3 +305,21 @@ async def test_slow_jwks_endpoint_times_out_without_blocking_other_requests(
 def test_alg_none_b64_header_is_really_none() -> None:
     header = unsigned_token({"sub": "1"}).split(".")[0]
     assert json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["alg"] == "none"
+
+
+async def test_closing_the_authority_ends_a_slow_fetch_and_its_waiters(rsa_key: KeyPair) -> None:
+    async with jwks_server(jwk(rsa_key, "k1")) as jwks:
+        jwks.mode = "slow"
+        jwks.delay = scaled(10)
+        app = with_jwt(jwks_url=jwks.url, jwks_timeout=scaled(10))
+        authority = TokenAuthority([app], Metrics())
+        waiting = asyncio.ensure_future(
+            authority.claims(app, pyjwt_token(claims(), rsa_key.private_pem, "RS256", kid="k1"))
+        )
+        await wait_until(lambda: jwks.requests > 0)
+        started = time.monotonic()
+        await authority.close()
+        with pytest.raises(TokenRejected) as refused:
+            await waiting
+        assert refused.value.check == "keys_unavailable"
+        assert time.monotonic() - started < scaled(2)
