@@ -19,6 +19,9 @@ from relay.alerts import Alerts
 from relay.apps import AppDirectory
 from relay.config import AppConfig, Config
 from relay.http_api import HttpApi, json_errors
+from relay.jwt.authority import TokenAuthority
+from relay.jwt.connect import ConnectSignIn
+from relay.jwt.endpoints import JwtAuthEndpoints
 from relay.metrics import Metrics
 from relay.metrics_share import WorkerShare
 from relay.node import Node
@@ -52,7 +55,8 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     metrics.share = share
     webhooks = create_dispatcher(config, apps, metrics)
     adapter = adapter or make_adapter(config)
-    node = Node(apps, adapter, metrics, webhooks=webhooks)
+    tokens = TokenAuthority(apps, metrics)
+    node = Node(apps, adapter, metrics, webhooks=webhooks, connect_hook=ConnectSignIn(tokens))
     register_metrics = getattr(adapter, "register_metrics", None)  # the Redis adapter's outage and queue figures
     if callable(register_metrics):
         register_metrics(metrics)
@@ -86,6 +90,7 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     http_api.add_routes(app.router)
     app[HTTP_API_KEY] = http_api  # the lean transport answers signed publishes with it directly
     WebhookApi(http_api, webhooks, prefix).add_routes(app.router)
+    JwtAuthEndpoints(apps, tokens, prefix).add_routes(app.router)
     # Any other path: a WebSocket upgrade gets close code 4005, plain HTTP a JSON 404.
     app.router.add_get("/{tail:.*}", endpoint.wrong_path)
 
@@ -116,6 +121,7 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     app.cleanup_ctx.append(observability_lifecycle)
     app.cleanup_ctx.append(webhooks_lifecycle)
     app.cleanup_ctx.append(node_lifecycle)
+    app.on_cleanup.append(lambda _: tokens.close())
     app.on_shutdown.append(close_connections)
     return app
 

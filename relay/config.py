@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from relay.admission import parse_networks
+from relay.jwt.settings import JwtSettings, settings_problem
 from relay.protocol.ids import AppId
 from relay.protocol.webhook_events import WEBHOOK_EVENT_NAMES
 from relay.settings import SETTINGS, Setting
@@ -83,6 +84,8 @@ class AppConfig:
     # Channels one connection may be subscribed to at once; 0 means no limit. Over it: subscription_error.
     max_channels_per_connection: int = 1000
     webhooks: tuple[WebhookConfig, ...] = ()
+    # `[apps.jwt]`: relay authorises channels and sign-ins with the app's own JWTs (relay.jwt).
+    jwt: JwtSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +316,11 @@ def _env_app(env: Mapping[str, str]) -> dict[str, Any]:
         values["enable_client_events"] = accept_from.strip().lower() != "none"
     for f in dataclasses.fields(AppConfig):
         name = f"RELAY_APP_{f.name.upper()}"
-        if f.name != "webhooks" and env.get(name, "") != "":
+        if f.name not in ("webhooks", "jwt") and env.get(name, "") != "":
             values[f.name] = env[name]
+    jwt = _env_app_jwt(env)
+    if jwt:
+        values["jwt"] = jwt
     if env.get("RELAY_WEBHOOK_URL", ""):
         webhook: dict[str, Any] = {"url": env["RELAY_WEBHOOK_URL"]}
         if env.get("RELAY_WEBHOOK_EVENT_TYPES", ""):
@@ -323,6 +329,15 @@ def _env_app(env: Mapping[str, str]) -> dict[str, Any]:
             webhook["channel_prefix"] = env["RELAY_WEBHOOK_CHANNEL_PREFIX"]
         values["webhooks"] = [webhook]
     return values
+
+
+def _env_app_jwt(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment app's `[apps.jwt]` table from RELAY_APP_JWT_<FIELD>."""
+    return {
+        f.name: env[name]
+        for f in dataclasses.fields(JwtSettings)
+        if env.get(name := f"RELAY_APP_JWT_{f.name.upper()}", "") != ""
+    }
 
 
 def _redis_url_from_env(env: Mapping[str, str]) -> str:
@@ -432,6 +447,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}.activity_timeout: must be at least 1 second")
         if app.max_message_size < 100:
             raise ConfigError(f"{where}.max_message_size: must be at least 100 bytes")
+        if app.jwt is not None and (problem := settings_problem(app.jwt)):
+            raise ConfigError(f"{where}.jwt.{problem}")
         for hook_index, webhook in enumerate(app.webhooks):
             hook_where = f"{where}.webhooks[{hook_index}]"
             if not webhook.url.startswith(("http://", "https://")):

@@ -34,6 +34,7 @@ from relay.protocol.actions import (
     Close,
     Join,
     Leave,
+    Member,
     PublishClientEvent,
     Send,
     SignedIn,
@@ -77,6 +78,12 @@ class WebhookSink(Protocol):
         """Whether some webhook of `app` takes events named `name` (skips work for events nobody wants)."""
 
 
+class ConnectHook(Protocol):
+    async def user(self, app: AppConfig, socket_id: str, query: str) -> Member | errors.PusherError | None:
+        """The user a new connection is signed in as from its WebSocket URL's query (a token, relay.jwt.connect),
+        None for an anonymous connection, or the error that refuses it."""
+
+
 class NoWebhooks:
     def notify(self, app: AppConfig, event: WebhookEvent) -> None:
         pass
@@ -112,11 +119,13 @@ class Node:
         adapter: Adapter,
         metrics: Metrics | None = None,
         webhooks: WebhookSink | None = None,
+        connect_hook: ConnectHook | None = None,
     ) -> None:
         self.apps = apps
         self.adapter = adapter
         self.metrics = metrics or Metrics()
         self.webhooks: WebhookSink = webhooks or NoWebhooks()
+        self.connect_hook = connect_hook
         self.connections: dict[str, Connection] = {}
         self.registry: ChannelRegistry[Connection] = ChannelRegistry()
         # (app_id, user_id) -> socket ids signed in as that user on this node
@@ -244,10 +253,19 @@ class Node:
 
     # Connections ---------------------------------------------------------------------------------
 
-    async def open(self, connection: Connection) -> bool:
-        """Count the connection against the app's quota and greet it; False when refused (4100)."""
+    async def open(self, connection: Connection, query: str = "") -> bool:
+        """Count the connection against the app's quota and greet it; False when refused (4100, or 4009 for a
+        bad token). `query` is the WebSocket URL's raw query string, for the connect hook."""
         app = connection.app
         socket_id = SocketId(connection.socket_id)  # transports keep it as a plain str
+        hook = self.connect_hook
+        user = await hook.user(app, socket_id, query) if query and hook is not None else None
+        if isinstance(user, errors.PusherError):
+            assert user.code is not None
+            self.metrics.app(app.id).refused("token")
+            connection.send(errors.encode_error(user.code, user.message))
+            connection.close(user.code, user.message)
+            return False
         count = await self.adapter.add_connection(app.id, socket_id)
         if app.max_connections and count > app.max_connections:
             await self.adapter.remove_connection(app.id, socket_id)
@@ -268,6 +286,8 @@ class Node:
         self.connections[connection.socket_id] = connection
         self.metrics.app(app.id).connections_opened += 1
         connection.send(messages.connection_established(connection.socket_id, app.activity_timeout))
+        if user is not None:
+            await self._execute(connection, connection.session.sign_in(user.user_id, user.user_info))
         return True
 
     async def receive(self, connection: Connection, raw: bytes | str) -> None:

@@ -309,6 +309,20 @@ class Session:
             actions.append(SignedIn(self.user.user_id, self.user.user_info, watched))
         return actions
 
+    def sign_in(self, user_id: UserId, user_info: Any) -> list[Action]:
+        """A sign-in the server vouches for (a token on the WebSocket URL, checked by relay.jwt): the state of
+        `pusher:signin` plus the user's own server-to-user channel, so events sent to the user arrive at once.
+        No `signin_success` frame: pusher-js fails on one it did not ask for (its signin() was not called)."""
+        if self.user is not None:
+            return []
+        self.user = _User(user_id, user_info)
+        actions: list[Action] = [SignedIn(user_id, user_info, ())]
+        channel = server_to_user_channel(user_id)
+        if not channel_name_problem(channel):
+            self.channels[channel] = None
+            actions.append(Join(channel, channel_type(channel), None))
+        return actions
+
     # Time ----------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Action]:

@@ -161,7 +161,7 @@ class WebSocketEndpoint:
             self._node.metrics,
         )
         try:
-            if await self._node.open(connection):
+            if await self._node.open(connection, request.rel_url.raw_query_string):
                 await self._read_loop(ws, connection)
         finally:
             connection.closed = True

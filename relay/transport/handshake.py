@@ -46,6 +46,7 @@ class UpgradeRequest:
     protocol: str | None  # the `protocol` query parameter (docs/protocol.md §1.1)
     origin: str
     accept: bytes  # Sec-WebSocket-Accept for the response
+    query: str = ""  # the raw query string, for Node.open (a token at connect)
 
 
 def accept_key(websocket_key: bytes) -> bytes:
@@ -115,6 +116,7 @@ def parse_upgrade(head: bytes, app_path: str) -> UpgradeRequest | None:
         protocol=protocol,
         origin=headers.get(b"origin", b"").decode("latin-1"),
         accept=accept_key(websocket_key),
+        query=query,
     )
 
 

@@ -201,10 +201,10 @@ class HeadReader(asyncio.Protocol):
         if rest:
             # Frames sent with the request: a pong written now must follow the 101.
             connection.send_wire(accepted)
-            connection.start(node.open(connection), None)
+            connection.start(node.open(connection, upgrade.query), None)
             connection.data_received(rest)
         else:
-            connection.start(node.open(connection), accepted)
+            connection.start(node.open(connection, upgrade.query), accepted)
 
     def _hand_over(self, transport: asyncio.Transport, buffer: bytes) -> None:
         """From now on the socket is aiohttp's, as if its own server had accepted it."""
