@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import urllib.error
@@ -296,3 +297,46 @@ async def test_websockets_stay_open_across_a_caddy_config_reload(
 
     await publish_and_expect(clients, "after-reload")
     assert sum(connections_on(node) for node in two_nodes) == len(clients)
+
+
+async def test_sigterm_moves_clients_to_the_other_node_through_caddy(
+    tmp_path: Path, redis_process: RedisProcess, relay_factory: RelayFactory
+) -> None:
+    """A deploy restarts node 1: Caddy sees /ready 503 during the grace period, the drain closes node 1's
+    clients over its window, pusher-js reconnects once through Caddy to node 2 and keeps receiving."""
+    config = {**app_config(), "redis_url": redis_process.url}
+    # The grace outlasts Caddy's 2 s health-check interval, so no client is sent back to the draining node.
+    env = {"RELAY_DRAIN_WINDOW": "2", "RELAY_SHUTDOWN_GRACE": "3"}
+    nodes = [relay_factory(config, env=env), relay_factory(config, env=env)]
+    run = CaddyRun(tmp_path / "caddy", [node.port for node in nodes])
+    started: list[NodeClient] = []
+    try:
+        run.wait_ready()
+        clients = await one_client_on_each_node(run, started, nodes)
+        while len(clients) < 6:
+            clients.append(await start_wss_client(run, started, f"wss-{len(clients)}"))
+        for client in clients:
+            await client.send({"op": "subscribe", "channel": "news"})
+            await client.expect(type="subscribed", channel="news")
+        on_draining = connections_on(nodes[0])
+        assert on_draining > 0
+
+        os.kill(nodes[0].pid, signal.SIGTERM)
+        code = await asyncio.to_thread(nodes[0]._popen.wait, scaled(30))  # type: ignore[union-attr]
+        assert code == 0, nodes[0].log_tail()
+        deadline = asyncio.get_running_loop().time() + scaled(20)
+        while connections_on(nodes[1]) < len(clients):
+            assert asyncio.get_running_loop().time() < deadline, f"{connections_on(nodes[1])} on node 2"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # pusher-js subscribes again by itself right after its reconnect
+        await publish_and_expect(clients, "after-drain")
+        reconnects = [
+            sum(1 for line in client.seen if line["type"] == "state" and line["current"] == "connecting")
+            for client in clients
+        ]
+        # The drained clients reconnected exactly once; the others never.
+        assert sorted(reconnects) == [0] * (len(clients) - on_draining) + [1] * on_draining, reconnects
+    finally:
+        for client in reversed(started):
+            await client.stop()
+        run.process.stop()
