@@ -1,10 +1,11 @@
-"""pytest fixtures over tests.support. Import them into a conftest.py, e.g.
+"""pytest fixtures over tests.support, registered for every test folder by tests/conftest.py
+(`pytest_plugins = ["tests.support.fixtures"]`).
 
-    from tests.support.fixtures import redis_process, relay_factory  # noqa: F401
-
-or register the module once in the top-level tests/conftest.py:
-`pytest_plugins = ["tests.support.fixtures"]`. Every process a fixture starts is stopped by PID
-at teardown, whether the test passed or not.
+In-process relay: `relay_server(*apps, **settings)` starts servers in the test's event loop; `transport` is
+parametrized over TRANSPORTS, so every test using it runs once on the lean transport and once on aiohttp's
+(ids `lean` and `aiohttp`). A module pins one transport by defining its own `transport` fixture. `server`,
+`http`, `api` and `sdk` build on it. Subprocesses (`relay serve`, redis-server, Caddy, Node): every process a
+fixture starts is stopped by PID at teardown, whether the test passed or not.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import pytest
 
+from relay.config import AppConfig
+from tests.integration.wire import Api
+
 from .caddy import CaddyProcess, start_caddy
+from .inprocess import APP, TRANSPORTS, RelayServer, RelayServerFactory, server_config, start_in_process
 from .node import NodeClient, start_node
 from .redis import RedisProcess, start_redis
 from .relay import RelayProcess, start_relay
@@ -102,3 +108,50 @@ async def node_factory() -> AsyncIterator[NodeFactory]:
     finally:
         for client in reversed(started):
             await client.stop()
+
+
+@pytest.fixture(params=TRANSPORTS, ids=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport in-process servers use: each test runs once per transport."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+async def relay_server(transport: str) -> AsyncIterator[RelayServerFactory]:
+    """Starts in-process relays on `transport` (apps default to APP); all are stopped at teardown."""
+    started: list[RelayServer] = []
+
+    async def start(*apps: AppConfig, **settings: Any) -> RelayServer:
+        started.append(await start_in_process(server_config(*apps, transport=transport, **settings)))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for server in reversed(started):
+            await server.stop()
+
+
+@pytest.fixture
+async def server(relay_server: RelayServerFactory) -> RelayServer:
+    """One in-process server with the default app."""
+    return await relay_server()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def api(server: RelayServer, http: aiohttp.ClientSession) -> Api:
+    """Signed HTTP API calls to `server`."""
+    return Api(http, server.port)
+
+
+@pytest.fixture
+def sdk(api: Api) -> Any:
+    """The official `pusher` SDK for the default app, pointed at `server`."""
+    return api.sdk(APP.id, APP.key, APP.secret)

@@ -19,7 +19,7 @@ from relay.server import start_server
 from tests.integration.wire import build_request
 from tests.support.redis import RedisProcess
 from tests.support.timeouts import scaled
-from tests.transport.conftest import APP, RelayServer, RelayServerFactory
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
 EVENTS = f"/apps/{APP.id}/events"
 BATCH = f"/apps/{APP.id}/batch_events"
