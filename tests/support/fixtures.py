@@ -1,21 +1,24 @@
 """pytest fixtures over tests.support, registered for every test folder by tests/conftest.py
 (`pytest_plugins = ["tests.support.fixtures"]`).
 
-In-process relay: `relay_server(*apps, **settings)` starts servers in the test's event loop; `transport` is
-parametrized over TRANSPORTS, so every test using it runs once on the lean transport and once on aiohttp's
-(ids `lean` and `aiohttp`). A module pins one transport by defining its own `transport` fixture. `server`,
-`http`, `api` and `sdk` build on it. Subprocesses (`relay serve`, redis-server, Caddy, Node): every process a
-fixture starts is stopped by PID at teardown, whether the test passed or not.
+In-process relay: `relay_server(*apps, **settings)` starts servers in the test's event loop. Its `transport` is
+parametrized over TRANSPORTS (ids `lean` and `aiohttp`) and its tests run on the asyncio and uvloop loops
+(pytest_asyncio_loop_factories), so each such test runs four times. A module pins one transport by defining its
+own `transport` fixture. `server`, `http`, `api` and `sdk` build on it. Subprocesses (`relay serve`,
+redis-server, Caddy, Node): every process a fixture starts is stopped by PID at teardown, whether the test
+passed or not.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 import pytest
+import uvloop
 
 from relay.config import AppConfig
 from tests.integration.wire import Api
@@ -110,6 +113,14 @@ async def node_factory() -> AsyncIterator[NodeFactory]:
             await client.stop()
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Tests with an in-process server run on both event loops: `relay serve` runs on uvloop, whose transports
+    differ from asyncio's (set_protocol, types), and asyncio's runs where uvloop has no wheel."""
+    if "relay_server" in getattr(item, "fixturenames", ()):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
 @pytest.fixture(params=TRANSPORTS, ids=TRANSPORTS)
 def transport(request: pytest.FixtureRequest) -> str:
     """The transport in-process servers use: each test runs once per transport."""
@@ -123,7 +134,8 @@ async def relay_server(transport: str) -> AsyncIterator[RelayServerFactory]:
     started: list[RelayServer] = []
 
     async def start(*apps: AppConfig, **settings: Any) -> RelayServer:
-        started.append(await start_in_process(server_config(*apps, transport=transport, **settings)))
+        settings.setdefault("transport", transport)  # a test comparing both transports names one itself
+        started.append(await start_in_process(server_config(*apps, **settings)))
         return started[-1]
 
     try:
