@@ -36,6 +36,8 @@ class RelayFactory(Protocol):
         config: str | Mapping[str, object] | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        *,
+        config_file: bool = True,
     ) -> RelayProcess: ...
 
 
@@ -59,16 +61,18 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
 
 @pytest.fixture
 def relay_factory(tmp_path: Path) -> Iterator[RelayFactory]:
-    """Starts relay processes (config as TOML text or dict); all are stopped at teardown."""
+    """Starts `relay serve` processes (tests.support.relay.start_relay); all are stopped at teardown."""
     started: list[RelayProcess] = []
 
     def start(
         config: str | Mapping[str, object] | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        *,
+        config_file: bool = True,
     ) -> RelayProcess:
         workdir = tmp_path / f"relay-{len(started)}"
-        process = start_relay(config, extra_args, env, workdir=workdir)
+        process = start_relay(config, extra_args, env, workdir=workdir, config_file=config_file)
         started.append(process)
         return process
 

@@ -4,7 +4,6 @@ with it (uvloop, SO_REUSEPORT workers, graceful SIGTERM)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -61,13 +60,12 @@ async def test_sigterm_closes_subscribed_clients_4200_and_exits_0(relay_factory:
     clients = [await connect(relay.ws_url()) for _ in range(5)]
     for client in clients:
         await client.subscribed("news")
-    os.kill(relay.pid, signal.SIGTERM)
+    relay.send_signal(signal.SIGTERM)
     for client in clients:
         frame = await client.expect("pusher:error")
         assert frame["data"]["code"] == errors.RECONNECT_IMMEDIATELY
         assert (await client.closed())[0] == errors.RECONNECT_IMMEDIATELY
-    code = await asyncio.to_thread(relay._popen.wait, TIMEOUT)  # type: ignore[union-attr]
-    assert code == 0, relay.log_tail()
+    assert await asyncio.to_thread(relay.wait_exit) == 0, relay.log_tail()
 
 
 async def test_lean_workers_share_the_port(relay_factory: RelayFactory, redis_process: RedisProcess) -> None:
