@@ -18,9 +18,10 @@ import pytest
 
 from relay.config import DEV_APP_ID, DEV_APP_KEY, DEV_APP_SECRET, ConfigError, load_config
 from relay.protocol import errors
-from tests.integration.wire import TIMEOUT, Api, build_request, connect, inner, open_socket, wait_until, ws_url
+from tests.integration.wire import Api, build_request, connect, inner, open_socket, wait_until, ws_url
 from tests.support.fixtures import RelayFactory
 from tests.support.relay import http_status, to_toml
+from tests.support.timeouts import TIMEOUT
 
 FULL_TOML = """
 host = "127.0.0.1"

@@ -17,6 +17,7 @@ from relay.adapters.base import Adapter
 from relay.app import NODE_KEY, create_app
 from relay.config import AppConfig, Config
 from relay.node import Node
+from relay.protocol.ids import AppId
 from relay.server import RunningServer, start_server
 from tests.integration.wire import Client, connect, ws_url
 
@@ -26,7 +27,7 @@ from .timeouts import scaled
 TRANSPORTS: Final = ("lean", "aiohttp")
 
 # The credentials of tests.support.relay.DEFAULT_APP; the Python SDK refuses app ids that are not all digits.
-APP: Final = AppConfig(id="1001", key="app-key", secret="app-secret")
+APP: Final = AppConfig(id=AppId("1001"), key="app-key", secret="app-secret")
 
 
 @dataclass

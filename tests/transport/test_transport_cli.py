@@ -13,10 +13,11 @@ import pytest
 
 from relay.config import ConfigError, load_config
 from relay.protocol import errors
-from tests.integration.wire import TIMEOUT, Api, connect, wait_until
+from tests.integration.wire import Api, connect, wait_until
 from tests.support.fixtures import RelayFactory
 from tests.support.redis import RedisProcess
 from tests.support.relay import DEFAULT_APP, to_toml
+from tests.support.timeouts import TIMEOUT
 
 
 def test_transport_setting_sources() -> None:
