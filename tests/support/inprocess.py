@@ -80,8 +80,9 @@ async def start_in_process(config: Config, adapter: Adapter | None = None) -> Re
 def server_config(*apps: AppConfig, transport: str, **settings: Any) -> Config:
     """A config on 127.0.0.1:0 serving `apps` (default APP), `settings` overriding Config's fields.
 
-    Shutdown has no grace period (nothing asks /ready in between) and a short drain, so that stopping a
-    server at teardown costs milliseconds; tests of the grace period set shutdown_grace themselves.
+    Shutdown has no grace period (nothing asks /ready in between), closes every connection at once (no paced
+    drain window) and waits briefly for them, so that stopping a server at teardown costs milliseconds; tests
+    of the grace period or the paced drain set shutdown_grace or drain_window themselves.
     """
     config = Config(
         host="127.0.0.1",
@@ -90,6 +91,7 @@ def server_config(*apps: AppConfig, transport: str, **settings: Any) -> Config:
         transport=transport,
         shutdown_timeout=scaled(2.0),
         shutdown_grace=0.0,
+        drain_window=0.0,
     )
     return replace(config, **settings)
 
