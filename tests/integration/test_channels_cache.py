@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
-from tests.integration.wire import Api, Client, auth_sdk, inner, presence_auth, private_auth, scaled
+from tests.integration.wire import Api, Client, auth_sdk, inner, presence_auth, private_auth
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
+from tests.support.timeouts import scaled
 
 MASTER_KEY = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
 CHANNELS = ["cache-news", "private-cache-news", "private-encrypted-cache-news", "presence-cache-news"]

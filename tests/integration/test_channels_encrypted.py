@@ -15,8 +15,8 @@ import nacl.secret
 import orjson
 import pytest
 
-from tests.integration.conftest import APP, RelayServer
 from tests.integration.wire import Api, Client, auth_sdk, private_auth
+from tests.support.inprocess import APP, RelayServer
 
 MASTER_KEY = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
 CHANNEL = "private-encrypted-vault"

@@ -16,7 +16,6 @@ import orjson
 import pytest
 
 from relay.config import AppConfig
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import (
     Api,
     Client,
@@ -30,6 +29,7 @@ from tests.integration.wire import (
     signin_auth,
     wait_until,
 )
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
 ROOM = "presence-room.5"
 

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.conftest import APP, RelayServer
 from tests.integration.wire import Client, auth_sdk, private_auth
+from tests.support.inprocess import APP, RelayServer
 
 CHANNEL = "private-orders.1"
 

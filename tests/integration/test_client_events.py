@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import Client, auth_sdk, inner, presence_auth, private_auth, signin, signin_auth
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
 PRIVATE = "private-chat.1"
 PRESENCE = "presence-chat.1"

@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import pytest
 
 from relay.config import DEV_APP_ID, DEV_APP_KEY, DEV_APP_SECRET, ConfigError, load_config
 from relay.protocol import errors
-from tests.integration.wire import TIMEOUT, Api, build_request, connect, inner, open_socket, ws_url
+from tests.integration.wire import Api, build_request, connect, inner, open_socket, wait_until, ws_url
 from tests.support.fixtures import RelayFactory
-from tests.support.ports import free_port
 from tests.support.relay import http_status, to_toml
+from tests.support.timeouts import TIMEOUT
 
 FULL_TOML = """
 host = "127.0.0.1"
@@ -236,56 +235,11 @@ def test_version_flag() -> None:
 # Running servers --------------------------------------------------------------------------------
 
 
-class Output:
-    """Collects a child's stdout lines on a thread, so a test can wait for a line without blocking."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        assert process.stdout is not None
-        self._thread = threading.Thread(target=self._pump, args=(process.stdout,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: Any) -> None:
-        for line in stream:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for(self, text: str, timeout: float = TIMEOUT) -> str:
-        with self._changed:
-            if not self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout):
-                raise AssertionError(f"{text!r} not printed; got {self.lines!r}")
-            return "\n".join(self.lines)
-
-
-@pytest.fixture
-def bare_relay() -> Iterator[tuple[subprocess.Popen[str], Output, int]]:
-    """`relay serve` with no configuration at all, on a free loopback port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=clean_env(PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield process, Output(process), port
-    finally:
-        process.terminate()
-        try:
-            process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def test_no_configuration_prints_dev_app_banner_and_serves_it(
-    bare_relay: tuple[subprocess.Popen[str], Output, int],
-) -> None:
-    process, output, port = bare_relay
-    text = await asyncio.to_thread(output.wait_for, "listening on")
+async def test_no_configuration_prints_dev_app_banner_and_serves_it(relay_factory: RelayFactory) -> None:
+    relay = relay_factory(config_file=False)  # `relay serve` with no configuration at all
+    port = relay.port
+    await wait_until(lambda: "listening on" in relay.log_text())
+    text = relay.log_text()
     for expected in (
         f"app id:     {DEV_APP_ID}",
         f"app key:    {DEV_APP_KEY}",
@@ -319,7 +273,7 @@ async def test_no_configuration_prints_dev_app_banner_and_serves_it(
         )
     assert response.status == 200
     assert (await client.expect("hi", "news"))["data"] == "1"
-    assert process.poll() is None
+    assert relay.running
 
 
 async def test_toml_file_drives_a_running_server(relay_factory: RelayFactory) -> None:
@@ -366,14 +320,13 @@ async def test_sigterm_closes_connections_4200_and_exits_0(relay_factory: RelayF
     relay = relay_factory()
     client = await connect(relay.ws_url())
     await client.subscribed("news")
-    os.kill(relay.pid, signal.SIGTERM)
+    relay.send_signal(signal.SIGTERM)
     frame = await client.expect("pusher:error")
     assert frame["data"]["code"] == errors.RECONNECT_IMMEDIATELY
     # Shutdown has begun: readiness must no longer say 200 (503, or nothing listening any more).
     assert await asyncio.to_thread(http_status, f"{relay.http_url}/ready") in (503, None)
     assert (await client.closed())[0] == errors.RECONNECT_IMMEDIATELY
-    code = await asyncio.to_thread(relay._popen.wait, TIMEOUT)  # type: ignore[union-attr]
-    assert code == 0, relay.log_tail()
+    assert await asyncio.to_thread(relay.wait_exit) == 0, relay.log_tail()
 
 
 def test_config_error_is_a_value_error_naming_the_field() -> None:
@@ -389,7 +342,7 @@ async def test_readiness_answers_503_while_connections_drain(relay_factory: Rela
     client = await connect(relay.ws_url())
     await client.subscribed("news")
     assert await asyncio.to_thread(http_status, f"{relay.http_url}/ready") == 200
-    os.kill(relay.pid, signal.SIGTERM)
+    relay.send_signal(signal.SIGTERM)
     statuses: list[int | None] = []
     for _ in range(20):  # the grace period lasts 2 s; 503 must be seen well within it
         statuses.append(await asyncio.to_thread(http_status, f"{relay.http_url}/ready"))
@@ -397,7 +350,6 @@ async def test_readiness_answers_503_while_connections_drain(relay_factory: Rela
             break
         await asyncio.sleep(0.05)
     assert statuses[-1] == 503, statuses
-    code = await asyncio.to_thread(relay._popen.wait, TIMEOUT)  # type: ignore[union-attr]
-    assert code == 0, relay.log_tail()
+    assert await asyncio.to_thread(relay.wait_exit) == 0, relay.log_tail()
     assert (await client.expect("pusher:error"))["data"]["code"] == errors.RECONNECT_IMMEDIATELY
     assert (await client.closed())[0] == errors.RECONNECT_IMMEDIATELY

@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from relay.config import AppConfig
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import Api, ApiResponse, Client, build_request, open_socket, resign
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
 EVENTS = f"/apps/{APP.id}/events"
 BATCH = f"/apps/{APP.id}/batch_events"

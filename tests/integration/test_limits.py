@@ -12,8 +12,8 @@ import orjson
 import pusher  # type: ignore[import-untyped]
 import pytest
 
-from tests.integration.conftest import APP, RelayServerFactory
 from tests.integration.wire import Api, build_request
+from tests.support.inprocess import APP, RelayServerFactory
 
 
 async def test_api_rate_limit_answers_429_with_retry_after(relay_server: RelayServerFactory, http: Any) -> None:

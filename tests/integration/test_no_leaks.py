@@ -3,10 +3,10 @@ cache and server-to-user channels (some sign in, some send client events, some u
 close, some drop the TCP connection abruptly, some vanish while their subscribes are still in flight),
 then every registry of the in-process server must be empty again.
 
-The server is `create_app(config)` on an aiohttp TestServer in this process, so the test reads the
+The server runs in this process on each transport (tests.support.inprocess), so the test reads the
 node's internals: `node.connections`, `node.registry`, `node.users`, the LocalAdapter's connection,
-subscription and member maps, the metrics gauge, the transport's outbox, aiohttp's connection map and
-the webhook dispatcher's queues (webhooks go to a real local receiver).
+subscription and member maps, the metrics gauge, the transport's outbox and tasks, aiohttp's connection
+map and the webhook dispatcher's queues (webhooks go to a real local receiver).
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from relay.adapters.local import LocalAdapter
-from relay.app import WEBHOOKS_KEY, create_app
-from relay.config import WEBHOOK_EVENT_TYPES, Config, WebhookConfig, WebhookSettings
+from relay.app import WEBHOOKS_KEY
+from relay.config import WEBHOOK_EVENT_TYPES, WebhookConfig, WebhookSettings
 from relay.node import Node
-from relay.server import start_server
 from relay.webhooks import WebhookDispatcher
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import (
     Api,
     Client,
@@ -36,11 +34,12 @@ from tests.integration.wire import (
     open_socket,
     presence_auth,
     private_auth,
-    scaled,
     signin,
     signin_auth,
     wait_until,
 )
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
+from tests.support.timeouts import scaled
 
 WAVES = 4
 PER_WAVE = 500  # 2,000 connections in all
@@ -185,7 +184,7 @@ async def test_thousands_of_connections_leave_every_registry_empty(
     assert channels == {"channels": {}}
 
     # aiohttp's own per-connection state (aborted sockets are noticed a little later).
-    runner = server.server.runner
+    runner = server.running.runner
     assert runner is not None and runner.server is not None
     web_server = runner.server
     sdk._pusher_client.http.session.close()  # the SDK's keep-alive HTTP connection is not ours to count
@@ -197,6 +196,10 @@ async def test_thousands_of_connections_leave_every_registry_empty(
     ]
     for outbox in endpoint_outboxes:
         assert outbox is None or outbox._dirty == []
+    lean = server.running.lean
+    if lean is not None:
+        await wait_until(lambda: not lean.tasks, scaled(10))
+        assert lean.outbox._dirty == []
 
     # Webhooks: everything queued was sent, nothing held per channel or socket.
     dispatcher = server.app[WEBHOOKS_KEY]
@@ -243,23 +246,3 @@ async def connect_refused(server: RelayServer) -> int:
     assert frame["event"] == "pusher:error", frame
     code, _ = await client.closed()
     return code
-
-
-async def test_lean_transport_leaves_nothing_either(http: Any) -> None:
-    """The same churn through `relay serve`'s default transport (relay.server.start_server, lean)."""
-    config = Config(host="127.0.0.1", port=0, apps=(replace(APP, client_event_rate=0),), transport="lean")
-    app = create_app(config)
-    running = await start_server(config, app)
-    try:
-        assert running.lean is not None
-        node = running.node
-        signer = auth_sdk(APP.id, APP.key, APP.secret)
-        sdk = Api(http, running.port).sdk(APP.id, APP.key, APP.secret)
-        url = f"ws://127.0.0.1:{running.port}/app/{APP.key}?protocol=7&client=js&version=8.6.0"
-        published = await churn(url, signer, sdk, 2, PER_WAVE)
-        await assert_node_empty(node, published, 2 * PER_WAVE)
-        lean = running.lean
-        await wait_until(lambda: not lean.tasks, scaled(10))
-        assert lean.outbox._dirty == []
-    finally:
-        await running.stop()

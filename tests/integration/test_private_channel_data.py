@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.conftest import APP, RelayServer
 from tests.integration.test_channels_private import MASTER_KEY, assert_auth_error
 from tests.integration.wire import auth_sdk
+from tests.support.inprocess import APP, RelayServer
 
 PRIVATE_KINDS = ("private-orders.1", "private-encrypted-orders.1", "private-cache-orders.1")
 

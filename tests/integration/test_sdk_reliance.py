@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.integration.conftest import APP, RelayServer
 from tests.integration.test_http_api import (
     BATCH,
     CHANNELS,
@@ -23,6 +22,7 @@ from tests.integration.test_http_api import (
     subscriber,
 )
 from tests.integration.wire import Api
+from tests.support.inprocess import APP, RelayServer
 
 # pusher-http-php TriggerTest / TriggerBatchTest send str_pad('', 11 * 1024, 'a').
 ELEVEN_KIB = "a" * 11 * 1024

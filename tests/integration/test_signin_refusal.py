@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import APP, RelayServer
 from tests.integration.test_user_auth import BAD_SIGNIN, error_data, signed_in
 from tests.integration.wire import Api, auth_sdk, signin, signin_auth
+from tests.support.inprocess import APP, RelayServer
 
 
 @pytest.fixture

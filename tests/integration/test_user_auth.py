@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import (
     Api,
     Client,
@@ -28,11 +27,12 @@ from tests.integration.wire import (
     build_request,
     inner,
     private_auth,
-    scaled,
     signin,
     signin_auth,
     wait_until,
 )
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
+from tests.support.timeouts import scaled
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 
 from relay.config import AppConfig
 from relay.protocol import errors
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import (
     PUSHER_JS_QUERY,
     Api,
@@ -25,9 +24,10 @@ from tests.integration.wire import (
     connect,
     inner,
     open_socket,
-    scaled,
     ws_url,
 )
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
+from tests.support.timeouts import scaled
 
 SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
 
@@ -371,7 +371,7 @@ async def test_longest_valid_channel_name_is_accepted(server: RelayServer) -> No
 async def test_shutdown_closes_connections_4200(relay_server: RelayServerFactory) -> None:
     server = await relay_server()
     client = await server.connect()
-    closing = asyncio.create_task(server.server.close())
+    closing = asyncio.create_task(server.stop())
     frame = await client.recv()
     assert frame["event"] == "pusher:error"
     assert frame["data"]["code"] == errors.RECONNECT_IMMEDIATELY

@@ -1,11 +1,10 @@
-"""Wire-level helpers: a Pusher WebSocket client over `websockets`, signed HTTP API calls built by the
-official `pusher` SDK, and timeouts that scale with RELAY_TEST_TIMEOUT_FACTOR."""
+"""Wire-level helpers: a Pusher WebSocket client over `websockets` and signed HTTP API calls built by the
+official `pusher` SDK. Every wait is bounded by tests.support.timeouts.TIMEOUT."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,15 +18,7 @@ import pusher.signature  # type: ignore[import-untyped]
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-TIMEOUT_FACTOR: Final = float(os.environ.get("RELAY_TEST_TIMEOUT_FACTOR", "1") or "1")
-
-
-def scaled(seconds: float) -> float:
-    return seconds * TIMEOUT_FACTOR
-
-
-# One awaited frame, close or state change.
-TIMEOUT: Final = scaled(5.0)
+from tests.support.timeouts import TIMEOUT
 
 PUSHER_JS_QUERY: Final = "protocol=7&client=js&version=8.6.0&flash=false"
 

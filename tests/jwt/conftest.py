@@ -1,4 +1,4 @@
-"""In-process relay servers (tests/integration's fixtures) with apps that authorise with JWTs."""
+"""In-process relay servers (tests.support's relay_server, on both transports) with apps that authorise with JWTs."""
 
 from __future__ import annotations
 
@@ -13,15 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.config import AppConfig
 from relay.jwt.settings import JwtSettings
-from tests.integration.conftest import (  # noqa: F401  (pytest finds fixtures by name)
-    APP,
-    RelayServer,
-    RelayServerFactory,
-    http,
-    relay_server,
-)
-from tests.integration.wire import TIMEOUT
 from tests.jwt.tokens import JWT_SECRET, OTHER_APP_JWT_SECRET
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
+from tests.support.timeouts import TIMEOUT
 
 ENCRYPTION_MASTER_KEY_BASE64: Final = "cmVsYXktdGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzISE="  # 32 bytes
 JWT_APP: Final = replace(
@@ -54,7 +48,7 @@ def with_jwt(**settings: Any) -> AppConfig:
 
 
 @pytest.fixture
-async def server(relay_server: RelayServerFactory) -> RelayServer:  # noqa: F811
+async def server(relay_server: RelayServerFactory) -> RelayServer:
     """The HS256 test app and a second app with its own JWT secret."""
     return await relay_server(JWT_APP, OTHER_APP)
 
@@ -92,5 +86,5 @@ class AuthClient:
 
 
 @pytest.fixture
-def auth(server: RelayServer, http: aiohttp.ClientSession) -> AuthClient:  # noqa: F811
+def auth(server: RelayServer, http: aiohttp.ClientSession) -> AuthClient:
     return AuthClient(http, server.port)

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import PUSHER_JS_QUERY, Client, connect, inner, open_socket
 from tests.jwt.conftest import JWT_APP, AuthClient, metric_samples, server_sdk, with_jwt
 from tests.jwt.tokens import JWT_SECRET, claims, jose_token, jwks_server, pyjwt_token, rsa_pair
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,10 +12,10 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import RawData, auth_sdk, inner
 from tests.jwt.conftest import ENCRYPTION_MASTER_KEY_BASE64, JWT_APP, AuthClient, metric_samples
 from tests.jwt.tokens import claims, pyjwt_token
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -19,8 +19,7 @@ import pytest
 from relay.jwt.authority import TokenAuthority
 from relay.jwt.rejection import TokenRejected
 from relay.metrics import Metrics
-from tests.integration.conftest import RelayServerFactory
-from tests.integration.wire import scaled, wait_until
+from tests.integration.wire import wait_until
 from tests.jwt.conftest import AuthClient, with_jwt
 from tests.jwt.tokens import (
     JWT_SECRET,
@@ -37,6 +36,8 @@ from tests.jwt.tokens import (
     tampered,
     unsigned_token,
 )
+from tests.support.inprocess import RelayServerFactory
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(60)
 

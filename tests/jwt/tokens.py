@@ -19,7 +19,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from tests.integration.wire import scaled
+from tests.support.timeouts import scaled
 
 JOSE_TOKEN_SCRIPT: Final = Path(__file__).parents[1] / "clients" / "js" / "jose_token.mjs"
 # 32 bytes or more: PyJWT warns about shorter HMAC keys.

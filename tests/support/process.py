@@ -148,6 +148,24 @@ class ManagedProcess:
             self._popen.wait()
         return self._popen.returncode
 
+    def send_signal(self, signum: signal.Signals) -> None:
+        """Send `signum` to this process only, without waiting (tests of a server's own signal handling)."""
+        if self._popen is None:
+            raise ProcessError(f"{self.name} was never started")
+        self._signal(signum)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
+        """The exit code once the process ends by itself; SIGKILL and ProcessError when it outlives `timeout`."""
+        if self._popen is None:
+            raise ProcessError(f"{self.name} was never started")
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ProcessError(
+                f"{self.name} did not exit within {timeout:.1f}s\n--- log tail ---\n{self.log_tail()}"
+            ) from None
+
     def _signal(self, signum: signal.Signals) -> None:
         assert self._popen is not None
         try:

@@ -40,12 +40,13 @@ def http_status(url: str, timeout: float = 1.0) -> int | None:
 
 
 class RelayProcess(ManagedProcess):
-    """A relay server on 127.0.0.1:`port`, started with `--config <file> --port <port>`."""
+    """A relay server on 127.0.0.1:`port`, started with `--config <file> --port <port>` (no --config when
+    `config_path` is None). Tests of signal handling use send_signal() and wait_exit()."""
 
     def __init__(
         self,
         port: int,
-        config_path: Path,
+        config_path: Path | None,
         extra_args: Sequence[str],
         env: Mapping[str, str],
         log_path: Path,
@@ -56,7 +57,7 @@ class RelayProcess(ManagedProcess):
         # where relay is installed in editable mode.
         argv = [
             sys.executable, "-m", "relay", "serve",
-            "--config", str(config_path),
+            *(["--config", str(config_path)] if config_path is not None else []),
             "--host", "127.0.0.1",
             "--port", str(port),
             *extra_args,
@@ -91,10 +92,12 @@ def start_relay(
     *,
     workdir: Path | None = None,
     port: int | None = None,
+    config_file: bool = True,
 ) -> RelayProcess:
     """Start relay and return once `GET /up` answers 200.
 
-    `config` is TOML text or a dict written as TOML (None: one app, DEFAULT_APP). `env` is
+    `config` is TOML text or a dict written as TOML (None: one app, DEFAULT_APP); with `config_file` False
+    relay gets no --config at all (`config` must be None) and serves its development app. `env` is
     added to this process's environment, minus inherited RELAY_* and REVERB_* settings (relay
     reads both) so a developer's shell cannot change what a test runs. The caller must stop()
     it (fixtures do).
@@ -103,11 +106,14 @@ def start_relay(
         workdir = Path(tempfile.mkdtemp(prefix="relay-test-"))
     workdir.mkdir(parents=True, exist_ok=True)
     port = port if port is not None else free_port()
-    if config is None:
-        config = {"apps": [dict(DEFAULT_APP)]}
-    text = config if isinstance(config, str) else to_toml(config)
-    config_path = workdir / f"relay-{port}.toml"
-    config_path.write_text(text)
+    config_path: Path | None = None
+    if config_file:
+        if config is None:
+            config = {"apps": [dict(DEFAULT_APP)]}
+        config_path = workdir / f"relay-{port}.toml"
+        config_path.write_text(config if isinstance(config, str) else to_toml(config))
+    elif config is not None:
+        raise ValueError("config given with config_file=False")
 
     child_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "REVERB_")) or k.startswith("RELAY_TEST_")

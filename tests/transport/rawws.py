@@ -10,7 +10,8 @@ import os
 import struct
 from dataclasses import dataclass
 
-from tests.integration.wire import PUSHER_JS_QUERY, TIMEOUT
+from tests.integration.wire import PUSHER_JS_QUERY
+from tests.support.timeouts import TIMEOUT
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0

@@ -13,13 +13,11 @@ import orjson
 import pusher.http
 import pytest
 
-from relay.app import create_app
-from relay.config import Config, RedisConfig
-from relay.server import start_server
+from relay.config import RedisConfig
 from tests.integration.wire import build_request
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 from tests.support.redis import RedisProcess
 from tests.support.timeouts import scaled
-from tests.transport.conftest import APP, RelayServer, RelayServerFactory
 
 EVENTS = f"/apps/{APP.id}/events"
 BATCH = f"/apps/{APP.id}/batch_events"
@@ -157,35 +155,31 @@ async def test_chunked_post_is_served_by_aiohttp(server: RelayServer, sdk: Any) 
     writer.close()
 
 
-async def test_errors_are_the_same_bytes_as_aiohttps(server: RelayServer, sdk: Any) -> None:
-    config = Config(host="127.0.0.1", port=0, apps=(APP, replace(APP, id="2002", key="k2", enabled=False)))
-    reference = await start_server(replace(config, transport="aiohttp"), create_app(config))
-    lean = await start_server(config, create_app(config))
-    try:
-        disabled = pusher.Pusher(app_id="2002", key="k2", secret=APP.secret, host="127.0.0.1")
-        requests = [
-            raw_request(sdk, "POST", EVENTS, event()).replace(b"auth_signature=", b"auth_signature=0"),
-            raw_request(sdk, "POST", EVENTS, {"name": "x", "data": 1, "channels": ["news"]}),
-            raw_request(sdk, "POST", BATCH, {"batch": []}),
-            raw_request(sdk, "POST", "/apps/9999/events", event()),
-            raw_request(disabled, "POST", "/apps/2002/events", event()),
-            raw_request(sdk, "POST", EVENTS, event()).replace(b"auth_key=", b"auth_key=z"),
-        ]
-        answers = []
-        for running in (reference, lean):
-            reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
-            for request in requests:
-                writer.write(request)
-                status, headers, body = await read_response(reader)
-                answers.append((status, body, "server" in headers))
-            writer.close()
-        expected, got = answers[: len(requests)], answers[len(requests) :]
-        assert [(s, b) for s, b, _ in got] == [(s, b) for s, b, _ in expected]
-        assert [s for s, _, _ in got] == [401, 400, 400, 404, 403, 401]
-        assert not any(via_aiohttp for _, _, via_aiohttp in got)
-    finally:
-        await lean.stop()
-        await reference.stop()
+async def test_errors_are_the_same_bytes_as_aiohttps(relay_server: RelayServerFactory, sdk: Any) -> None:
+    apps = (APP, replace(APP, id="2002", key="k2", enabled=False))
+    reference = await relay_server(*apps, transport="aiohttp")
+    lean = await relay_server(*apps)
+    disabled = pusher.Pusher(app_id="2002", key="k2", secret=APP.secret, host="127.0.0.1")
+    requests = [
+        raw_request(sdk, "POST", EVENTS, event()).replace(b"auth_signature=", b"auth_signature=0"),
+        raw_request(sdk, "POST", EVENTS, {"name": "x", "data": 1, "channels": ["news"]}),
+        raw_request(sdk, "POST", BATCH, {"batch": []}),
+        raw_request(sdk, "POST", "/apps/9999/events", event()),
+        raw_request(disabled, "POST", "/apps/2002/events", event()),
+        raw_request(sdk, "POST", EVENTS, event()).replace(b"auth_key=", b"auth_key=z"),
+    ]
+    answers = []
+    for running in (reference, lean):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        for request in requests:
+            writer.write(request)
+            status, headers, body = await read_response(reader)
+            answers.append((status, body, "server" in headers))
+        writer.close()
+    expected, got = answers[: len(requests)], answers[len(requests) :]
+    assert [(s, b) for s, b, _ in got] == [(s, b) for s, b, _ in expected]
+    assert [s for s, _, _ in got] == [401, 400, 400, 404, 403, 401]
+    assert not any(via_aiohttp for _, _, via_aiohttp in got)
 
 
 async def test_publish_that_waits_for_redis_keeps_order(

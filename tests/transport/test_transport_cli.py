@@ -4,7 +4,6 @@ with it (uvloop, SO_REUSEPORT workers, graceful SIGTERM)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -14,10 +13,11 @@ import pytest
 
 from relay.config import ConfigError, load_config
 from relay.protocol import errors
-from tests.integration.wire import TIMEOUT, Api, connect, wait_until
+from tests.integration.wire import Api, connect, wait_until
 from tests.support.fixtures import RelayFactory
 from tests.support.redis import RedisProcess
 from tests.support.relay import DEFAULT_APP, to_toml
+from tests.support.timeouts import TIMEOUT
 
 
 def test_transport_setting_sources() -> None:
@@ -61,13 +61,12 @@ async def test_sigterm_closes_subscribed_clients_4200_and_exits_0(relay_factory:
     clients = [await connect(relay.ws_url()) for _ in range(5)]
     for client in clients:
         await client.subscribed("news")
-    os.kill(relay.pid, signal.SIGTERM)
+    relay.send_signal(signal.SIGTERM)
     for client in clients:
         frame = await client.expect("pusher:error")
         assert frame["data"]["code"] == errors.RECONNECT_IMMEDIATELY
         assert (await client.closed())[0] == errors.RECONNECT_IMMEDIATELY
-    code = await asyncio.to_thread(relay._popen.wait, TIMEOUT)  # type: ignore[union-attr]
-    assert code == 0, relay.log_tail()
+    assert await asyncio.to_thread(relay.wait_exit) == 0, relay.log_tail()
 
 
 async def test_lean_workers_share_the_port(relay_factory: RelayFactory, redis_process: RedisProcess) -> None:

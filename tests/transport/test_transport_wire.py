@@ -24,7 +24,7 @@ from tests.integration.wire import (
     presence_auth,
     wait_until,
 )
-from tests.transport.conftest import APP, RelayServer, RelayServerFactory
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 from tests.transport.rawws import (
     BINARY,
     CLOSE,

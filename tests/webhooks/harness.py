@@ -1,5 +1,6 @@
 """Webhook test harness: a real receiver that validates with the official `pusher` SDK, relay in-process on
-127.0.0.1:0, and a wire-level Pusher client on the `websockets` library."""
+127.0.0.1:0 (tests.support.inprocess, on `relay serve`'s default transport), and a wire-level Pusher client on
+the `websockets` library."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import websockets
 from aiohttp import web
 from pusher.http import Request as PusherRequest
 
-from relay.adapters.base import Adapter
 from relay.adapters.local import LocalAdapter
-from relay.app import WEBHOOKS_KEY, create_app
+from relay.app import WEBHOOKS_KEY
 from relay.config import AppConfig, Config, RedisConfig, WebhookConfig, WebhookSettings
 from relay.webhooks import WebhookCounters, WebhookDispatcher
+from tests.support.inprocess import RelayServer, server_config, start_in_process
 from tests.support.timeouts import TIMEOUT, scaled
 
 APP_ID: Final = "1001"  # the Python SDK wants a numeric app id
@@ -156,7 +157,7 @@ def relay_config(
         client_event_rate=0.0,
         webhooks=tuple(hooks),
     )
-    return Config(host="127.0.0.1", port=0, apps=(app,), redis=redis, webhook=webhook or settings())
+    return server_config(app, transport="lean", redis=redis, webhook=webhook or settings())
 
 
 def redis_config(url: str, prefix: str, node_timeout: float = 1.0) -> RedisConfig:
@@ -167,14 +168,13 @@ def unique_prefix() -> str:
     return f"relay-test-{secrets.token_hex(4)}"
 
 
-class RelayServer:
-    """relay's aiohttp app on 127.0.0.1:<ephemeral port>; stop() is a graceful shutdown."""
+class WebhookRelay:
+    """An in-process relay as the webhook tests see it: its dispatcher, URLs for the app KEY, and stop()."""
 
-    def __init__(self, runner: web.AppRunner, app: web.Application) -> None:
-        self._runner = runner
-        self.app = app
-        self.port: int = runner.addresses[0][1]
-        self.stopped = False
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.port = server.port
 
     @property
     def webhooks(self) -> WebhookDispatcher:
@@ -182,41 +182,32 @@ class RelayServer:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/app/{KEY}?protocol=7&client=js&version=8.6.0&flash=false"
+        return self.server.ws_url(KEY)
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.http_url
 
     async def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            await self._runner.cleanup()
+        """The graceful shutdown (connections closed, queued webhooks flushed); safe to call twice."""
+        await self.server.stop()
 
 
-async def start_relay(config: Config, adapter: Adapter | None = None) -> RelayServer:
-    app = create_app(config, adapter)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=scaled(5.0), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return RelayServer(runner, app)
-
-
-RelayStarter = Callable[[Config], Awaitable[RelayServer]]
+RelayStarter = Callable[[Config], Awaitable[WebhookRelay]]
 
 
 @pytest.fixture
 async def relays() -> AsyncIterator[RelayStarter]:
     """Starts relays in-process; every one still running is shut down at teardown."""
-    started: list[RelayServer] = []
+    started: list[WebhookRelay] = []
 
-    async def start(config: Config) -> RelayServer:
+    async def start(config: Config) -> WebhookRelay:
         # In-process Redis-mode nodes run the local adapter: these tests are about the webhook store (queue,
         # held leaves, dead letters shared through Redis by the dispatcher itself). Cluster-wide transitions
         # through the Redis adapter are tested with `relay serve` subprocesses in test_webhooks_cluster.py.
-        server = await start_relay(config, LocalAdapter() if config.redis is not None else None)
-        started.append(server)
-        return server
+        adapter = LocalAdapter() if config.redis is not None else None
+        started.append(WebhookRelay(await start_in_process(config, adapter)))
+        return started[-1]
 
     yield start
     for server in reversed(started):
@@ -284,7 +275,7 @@ class Client:
 
 
 async def signed_request(
-    server: RelayServer, method: Literal["GET", "POST"], path: str, params: dict[str, Any] | None = None
+    server: WebhookRelay, method: Literal["GET", "POST"], path: str, params: dict[str, Any] | None = None
 ) -> tuple[int, Any]:
     """A request signed by the official SDK's own signer (pusher.http.Request), sent with aiohttp."""
     client = pusher.Pusher(app_id=APP_ID, key=KEY, secret=SECRET, host="127.0.0.1", port=server.port, ssl=False)
@@ -301,12 +292,12 @@ async def signed_request(
         return response.status, await response.json(content_type=None)
 
 
-async def wait_for_counters(server: RelayServer, predicate: Callable[[WebhookCounters], bool]) -> None:
+async def wait_for_counters(server: WebhookRelay, predicate: Callable[[WebhookCounters], bool]) -> None:
     async with asyncio.timeout(TIMEOUT):
         await server.webhooks.wait_for(predicate)
 
 
-async def wait_for_cluster(servers: Sequence[RelayServer], predicate: Callable[[list[WebhookCounters]], bool]) -> None:
+async def wait_for_cluster(servers: Sequence[WebhookRelay], predicate: Callable[[list[WebhookCounters]], bool]) -> None:
     """Wait until `predicate` holds over every node's counters, waking whenever any node makes progress."""
     async with asyncio.timeout(TIMEOUT):
         while not predicate([server.webhooks.counters for server in servers]):
