@@ -31,7 +31,7 @@ class Subscriptions:
         receive: Callable[[bytes, bytes], None],
         lose: Callable[[Session, BaseException], None],
     ) -> None:
-        self._control = control  # always subscribed
+        self.control = control  # always subscribed, the first channel of every session
         self._current = current  # the session in use, None while Redis is unreachable
         self._receive = receive  # (channel, payload) of every message
         self._lose = lose  # the pub/sub link of that session failed
@@ -63,8 +63,8 @@ class Subscriptions:
     def begin(self, session: Session, name: str) -> None:
         """Subscribe the new session to everything desired and start its reader and writer."""
         self.last_pong = asyncio.get_running_loop().time()
-        self._active = {self._control}
-        self._confirmed = {self._control}
+        self._active = {self.control}
+        self._confirmed = {self.control}
         self._changes = dict.fromkeys(self._desired, True)
         session.tasks += [
             asyncio.create_task(self._read(session), name=f"{name}-pubsub-reader"),

@@ -155,7 +155,7 @@ class Supervisor:
         try:
             publish_link = await PipelinedLink.open(self._url, f"{name}-publish", self.timeout)
             links.append(publish_link)
-            control = f"{self._prefix}:control".encode()
+            control = self._subscriptions.control
             pubsub_client, pubsub = await open_pubsub(self._url, f"{name}-subscribe", self.timeout, control)
         except BaseException:
             for link in links:
