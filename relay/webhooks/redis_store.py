@@ -3,7 +3,9 @@
 Delivery is at-least-once. A node moves a delivery from the shared `ready` list into its own `in_flight`
 list (BLMOVE) before posting it and removes it only once it is delivered, retried or dead-lettered. A node
 that stops gracefully puts its in-flight deliveries back; one that dies stops refreshing its `alive` key and
-the next live node puts them back after RedisConfig.node_timeout. Receivers de-duplicate by delivery id.
+the next live node puts them back after RedisConfig.node_timeout. Both happen on the node's heartbeat
+(relay/redis/heartbeat.py), shared with the cluster adapter; the scripts are in relay/redis/lua/webhooks/.
+Receivers de-duplicate by delivery id.
 
 Keys, under `<prefix>:webhooks:`
   ready                  LIST of Delivery JSON, sent oldest first by whichever node takes it
