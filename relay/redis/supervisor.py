@@ -1,7 +1,7 @@
 """Supervisor: keeps one session to Redis open for the adapter, and replaces it after every outage.
 
 A session is three links (cluster state, publishing, pub/sub). When one breaks, calls go to the node's
-share at once and reconnection backs off from BACKOFF_MIN to BACKOFF_MAX. A new session registers the
+share at once and reconnection backs off (relay/backoff.py) from 0.1 s to 5 s. A new session registers the
 node as a new incarnation, writes the share back, re-subscribes, flushes the publish queue, and sweeps
 what earlier incarnations held but the node no longer does. On the heartbeat's tick it refreshes this
 incarnation, checks the pub/sub link answers PING, and sweeps the entries of nodes found dead.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Final
 
@@ -19,6 +18,7 @@ from redis.exceptions import RedisError
 
 from relay.adapters.base import ClusterListener
 from relay.alerts import AlertKind, Alerts
+from relay.backoff import Backoff
 from relay.redis.heartbeat import Heartbeat
 from relay.redis.link import PipelinedLink, RedisUnavailable, open_pubsub
 from relay.redis.publisher import Publisher
@@ -31,7 +31,8 @@ from relay.redis.subscriptions import Subscriptions
 logger = logging.getLogger(__name__)
 
 BACKOFF_MIN: Final = 0.1  # seconds before the first reconnection attempt
-BACKOFF_MAX: Final = 5.0
+BACKOFF_MAX: Final = 4.0  # before jitter: never more than 5 s between attempts
+BACKOFF_JITTER: Final = 0.25  # nodes that lost one Redis do not all come back at once
 SWEEP_BUDGET: Final = 1000  # dead nodes' entries removed per script call
 
 
@@ -119,14 +120,14 @@ class Supervisor:
 
     async def _supervise(self) -> None:
         """Connect, wait for the session to break, and reconnect with backoff while the adapter runs."""
-        delay = BACKOFF_MIN
+        failures = Backoff(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_JITTER)
         while True:
             evicted = False
             error: BaseException | None = None
             try:
                 await self._open_session()
                 self._first_attempt_done()
-                delay = BACKOFF_MIN
+                failures.reset()
                 await self._broken.wait()
                 raise self._session_error or RedisUnavailable("link to Redis lost")
             except NodeEvicted as caught:
@@ -141,8 +142,7 @@ class Supervisor:
             await self._end_session(error, evicted)
             if evicted:
                 continue  # re-register at once: the cluster already thinks we are gone
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF_MAX)
+            await asyncio.sleep(failures.failed())
 
     def _first_attempt_done(self) -> None:
         if self._first_attempt is not None and not self._first_attempt.done():
