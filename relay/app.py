@@ -25,6 +25,7 @@ from relay.jwt.endpoints import JwtAuthEndpoints
 from relay.metrics import Metrics
 from relay.metrics_share import WorkerShare
 from relay.node import Node
+from relay.redis.heartbeat import Heartbeat
 from relay.transport import WebSocketEndpoint
 from relay.webhook_api import WebhookApi
 from relay.webhooks import WebhookDispatcher, create_dispatcher
@@ -37,12 +38,12 @@ WEBHOOKS_KEY = web.AppKey("relay.webhooks", WebhookDispatcher)
 HTTP_API_KEY = web.AppKey("relay.http_api", HttpApi)
 
 
-def make_adapter(config: Config) -> Adapter:
+def make_adapter(config: Config, heartbeat: Heartbeat | None = None) -> Adapter:
     if config.redis is None:
         return LocalAdapter()
-    from relay.adapters.redis import RedisAdapter  # only deployments with Redis import redis-py
+    from relay.redis.adapter import RedisAdapter  # only deployments with Redis import redis-py
 
-    return RedisAdapter(config.redis)
+    return RedisAdapter(config.redis, heartbeat=heartbeat)
 
 
 def create_app(config: Config, adapter: Adapter | None = None) -> web.Application:
@@ -53,8 +54,10 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     # Under --workers the parent names a directory where the workers share their figures.
     share = WorkerShare(Path(config.metrics_dir), metrics) if config.metrics_dir else None
     metrics.share = share
-    webhooks = create_dispatcher(config, apps, metrics)
-    adapter = adapter or make_adapter(config)
+    # With Redis, one node identity and one heartbeat serve the adapter and the webhook store.
+    heartbeat = Heartbeat(None, config.redis.node_timeout) if config.redis is not None else None
+    webhooks = create_dispatcher(config, apps, metrics, heartbeat=heartbeat)
+    adapter = adapter or make_adapter(config, heartbeat)
     tokens = TokenAuthority(apps, metrics)
     node = Node(apps, adapter, metrics, webhooks=webhooks, connect_hook=ConnectSignIn(tokens))
     register_metrics = getattr(adapter, "register_metrics", None)  # the Redis adapter's outage and queue figures

@@ -9,6 +9,7 @@ from __future__ import annotations
 from relay.apps import AppDirectory
 from relay.config import Config
 from relay.metrics import Metrics
+from relay.redis.heartbeat import Heartbeat
 from relay.webhooks.counters import WebhookCounters
 from relay.webhooks.dispatcher import WebhookDispatcher
 from relay.webhooks.model import DeadLetter, Delivery
@@ -27,13 +28,15 @@ __all__ = [
 ]
 
 
-def create_dispatcher(config: Config, apps: AppDirectory, metrics: Metrics | None = None) -> WebhookDispatcher:
+def create_dispatcher(
+    config: Config, apps: AppDirectory, metrics: Metrics | None = None, *, heartbeat: Heartbeat | None = None
+) -> WebhookDispatcher:
     settings = config.webhook
     # Dead letters are capped like the queue: an operator reads them, they must not grow without bound.
     dead_letter_limit = settings.queue_limit
     if config.redis is not None and any(app.webhooks for app in apps):
         from relay.webhooks.redis_store import RedisStore  # only deployments with Redis import redis-py
 
-        store: DeliveryStore = RedisStore(config.redis, settings.queue_limit, dead_letter_limit)
+        store: DeliveryStore = RedisStore(config.redis, settings.queue_limit, dead_letter_limit, heartbeat=heartbeat)
         return WebhookDispatcher(apps, settings, store, metrics, durable=True)
     return WebhookDispatcher(apps, settings, MemoryStore(dead_letter_limit), metrics)

@@ -3,7 +3,9 @@
 Delivery is at-least-once. A node moves a delivery from the shared `ready` list into its own `in_flight`
 list (BLMOVE) before posting it and removes it only once it is delivered, retried or dead-lettered. A node
 that stops gracefully puts its in-flight deliveries back; one that dies stops refreshing its `alive` key and
-the next live node puts them back after RedisConfig.node_timeout. Receivers de-duplicate by delivery id.
+the next live node puts them back after RedisConfig.node_timeout. Both happen on the node's heartbeat
+(relay/redis/heartbeat.py), shared with the cluster adapter; the scripts are in relay/redis/lua/webhooks/.
+Receivers de-duplicate by delivery id.
 
 Keys, under `<prefix>:webhooks:`
   ready                  LIST of Delivery JSON, sent oldest first by whichever node takes it
@@ -22,13 +24,13 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final, cast
 
-from redis.asyncio import Redis
-
 from relay.config import RedisConfig
+from relay.redis.heartbeat import Heartbeat
+from relay.redis.link import close_now, open_blocking, open_pool
+from relay.redis.scripts import load_scripts
 from relay.webhooks.model import Cancel, DeadLetter, Delivery, Hold, MalformedRecord
 from relay.webhooks.store import now_ms
 
@@ -43,76 +45,6 @@ SCRIPT_BATCH: Final = 200
 # Seconds allowed for each step of close(); past it the in-flight deliveries are recovered by another node.
 CLOSE_TIMEOUT: Final = 3.0
 
-# KEYS[1] ready, KEYS[2] retry. ARGV[1] limit (deliveries), ARGV[2..] Delivery JSON.
-# Returns how many were queued, in order; the rest would pass the limit.
-_PUSH: Final = """
-local queued = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-local limit = tonumber(ARGV[1])
-local accepted = 0
-for i = 2, #ARGV do
-  if queued >= limit then break end
-  redis.call('RPUSH', KEYS[1], ARGV[i])
-  queued = queued + 1
-  accepted = accepted + 1
-end
-return accepted
-"""
-
-# KEYS[1] retry, KEYS[2] ready. ARGV[1] now (ms), ARGV[2] batch.
-# Moves due retries to ready; returns the ms of the next retry still waiting, or -1.
-_PROMOTE: Final = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, blob in ipairs(due) do
-  redis.call('ZREM', KEYS[1], blob)
-  redis.call('RPUSH', KEYS[2], blob)
-end
-local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if next[2] then return tonumber(next[2]) end
-return -1
-"""
-
-# KEYS[1] leaves. ARGV[1] until (ms), ARGV[2] batch, ARGV[3] prefix of leave:<hold key>.
-# Claims due holds (ZREM makes exactly one node see each) and returns those whose token is still the
-# pending one: a join since then deleted it, a later leave replaced it.
-_RELEASE: Final = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local released = {}
-for _, member in ipairs(due) do
-  redis.call('ZREM', KEYS[1], member)
-  local hold = cjson.decode(member)
-  local key = ARGV[3] .. hold['key']
-  if redis.call('GET', key) == hold['token'] then
-    redis.call('DEL', key)
-    table.insert(released, member)
-  end
-end
-return released
-"""
-
-# KEYS[1] in_flight:<node>, KEYS[2] ready, KEYS[3] nodes, KEYS[4] alive:<node>. ARGV[1] node, ARGV[2] "1" to
-# skip the liveness check (a node handing back its own). Puts the node's in-flight deliveries back at the
-# head of ready, in order; returns how many, or -1 if the node is alive.
-_RECOVER: Final = """
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
-local moved = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do moved = moved + 1 end
-redis.call('SREM', KEYS[3], ARGV[1])
-return moved
-"""
-
-# KEYS[1] dead:<app>, KEYS[2] ready. ARGV pairs (DeadLetter JSON, Delivery JSON to queue).
-# A letter is replayed only by the caller that removed it, so two operators cannot double it.
-_REPLAY: Final = """
-local replayed = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[i + 1])
-    replayed = replayed + 1
-  end
-end
-return replayed
-"""
-
 
 class RedisStore:
     """DeliveryStore over Redis; see the module docstring for the keys."""
@@ -122,12 +54,17 @@ class RedisStore:
         config: RedisConfig,
         queue_limit: int,
         dead_letter_limit: int,
-        client: Redis | None = None,
         node_id: str | None = None,
+        *,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
-        self._client: Redis = client if client is not None else Redis.from_url(config.url)
-        self.node_id = node_id or secrets.token_hex(8)
+        self._heartbeat = heartbeat or Heartbeat(node_id, config.node_timeout)
+        self.node_id = self._heartbeat.node_id
         self._node_timeout = config.node_timeout
+        timeout = max(1.0, min(5.0, self._heartbeat.interval))
+        self._client = open_pool(config.url, f"relay-{self.node_id}-webhooks", timeout)
+        # BLMOVE on a connection of its own: close() cuts it instead of waiting for a cancelled block to end.
+        self._blocking = open_blocking(config.url, f"relay-{self.node_id}-webhooks-take", timeout)
         self._queue_limit = max(1, queue_limit)
         self._dead_letter_limit = max(1, dead_letter_limit)
         base = f"{config.prefix}:webhooks:"
@@ -139,16 +76,12 @@ class RedisStore:
         self._leave_prefix = base + "leave:"
         self._in_flight = self._in_flight_key(self.node_id)
         self._alive = self._alive_key(self.node_id)
-        self._push_script = self._client.register_script(_PUSH)
-        self._promote_script = self._client.register_script(_PROMOTE)
-        self._release_script = self._client.register_script(_RELEASE)
-        self._recover_script = self._client.register_script(_RECOVER)
-        self._replay_script = self._client.register_script(_REPLAY)
+        self._scripts = load_scripts("webhooks")
         # Delivery id -> the exact bytes in our in_flight list, which LREM needs.
         self._leases: dict[str, bytes] = {}
         self._own_dues: list[int] = []  # heap: due ms of holds this node wrote
         self._backlog = 0
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._beating = False
 
     def _in_flight_key(self, node_id: str) -> str:
         return f"{self._base}in_flight:{node_id}"
@@ -175,12 +108,13 @@ class RedisStore:
         except Exception:
             # Like the rest of relay, start without Redis and catch up: events wait in memory meanwhile.
             logger.exception("webhooks: Redis is not answering at start (node %s)", self.node_id)
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"relay-webhook-heartbeat-{self.node_id}")
+        self._heartbeat.join(self._on_beat)
+        self._beating = True
 
     async def close(self) -> int:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._beating:
+            self._beating = False
+            await self._heartbeat.leave(self._on_beat)
         try:
             # Bounded: a Redis that hangs must not hold up shutdown (nor a test run) for ever.
             async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -194,6 +128,7 @@ class RedisStore:
         finally:
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await close_now(self._blocking)
                     await self._client.aclose()
             except TimeoutError:
                 logger.warning("webhooks: Redis connections did not close within %gs", CLOSE_TIMEOUT)
@@ -208,28 +143,23 @@ class RedisStore:
             results = await pipe.execute()
         self._backlog = int(results[2]) + int(results[3]) + len(self._leases)
 
-    async def _heartbeat_loop(self) -> None:
+    async def _on_beat(self) -> None:
         """Keep our alive key fresh, and hand back the in-flight deliveries of nodes whose key expired."""
-        interval = max(self._node_timeout / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._beat()
-                for raw in await cast(Any, self._client.smembers(self._nodes)):
-                    node_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-                    if node_id == self.node_id:
-                        continue
-                    moved = await self._recover(node_id, force=False)
-                    if moved > 0:
-                        logger.warning(
-                            "webhooks: node %s is gone; re-queued its %d in-flight deliveries", node_id, moved
-                        )
-            except Exception:
-                logger.exception("webhooks: Redis heartbeat failed (node %s)", self.node_id)
+        try:
+            await self._beat()
+            for raw in await cast(Any, self._client.smembers(self._nodes)):
+                node_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if node_id == self.node_id:
+                    continue
+                moved = await self._recover(node_id, force=False)
+                if moved > 0:
+                    logger.warning("webhooks: node %s is gone; re-queued its %d in-flight deliveries", node_id, moved)
+        except Exception:
+            logger.exception("webhooks: Redis heartbeat failed (node %s)", self.node_id)
 
     async def _recover(self, node_id: str, force: bool) -> int:
         keys = [self._in_flight_key(node_id), self._ready, self._nodes, self._alive_key(node_id)]
-        return int(await self._recover_script(keys=keys, args=[node_id, "1" if force else "0"]))
+        return int(await self._scripts["recover"].run(self._client, keys, [node_id, "1" if force else "0"]))
 
     # Held leaves ---------------------------------------------------------------------------------
 
@@ -263,7 +193,9 @@ class RedisStore:
             heapq.heappop(self._own_dues)
         released: list[Hold] = []
         while True:
-            members = await self._release_script(keys=[self._leaves], args=[until_ms, SCRIPT_BATCH, self._leave_prefix])
+            members = await self._scripts["release"].run(
+                self._client, [self._leaves], [until_ms, SCRIPT_BATCH, self._leave_prefix]
+            )
             for member in members:
                 try:
                     released.append(Hold.decode(member))
@@ -281,15 +213,19 @@ class RedisStore:
         if not deliveries:
             return 0
         blobs = [delivery.encode() for delivery in deliveries]
-        return int(await self._push_script(keys=[self._ready, self._retry], args=[self._queue_limit, *blobs]))
+        return int(
+            await self._scripts["push"].run(self._client, [self._ready, self._retry], [self._queue_limit, *blobs])
+        )
 
     async def take(self, timeout: float) -> Delivery | None:
-        next_retry = int(await self._promote_script(keys=[self._retry, self._ready], args=[now_ms(), SCRIPT_BATCH]))
+        next_retry = int(
+            await self._scripts["promote"].run(self._client, [self._retry, self._ready], [now_ms(), SCRIPT_BATCH])
+        )
         if next_retry >= 0:
             timeout = min(timeout, max(next_retry - now_ms(), 10) / 1000)
         # BLMOVE's timeout 0 would block for ever; Redis takes fractions of a second since 6.0.
         wait = f"{max(timeout, 0.01):.3f}"
-        command = cast(Callable[..., Awaitable[Any]], self._client.execute_command)
+        command = cast(Callable[..., Awaitable[Any]], self._blocking.execute_command)
         raw = await command("BLMOVE", self._ready, self._in_flight, "LEFT", "RIGHT", wait)
         if raw is None:
             return None
@@ -343,7 +279,7 @@ class RedisStore:
                 args += [raw, letter.delivery.replayed().encode()]
         if not args:
             return 0
-        return int(await self._replay_script(keys=[self._dead_key(app_id), self._ready], args=args))
+        return int(await self._scripts["replay"].run(self._client, [self._dead_key(app_id), self._ready], args))
 
     async def is_drained(self) -> bool:
         return int(await cast(Any, self._client.llen(self._ready))) == 0

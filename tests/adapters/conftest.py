@@ -16,8 +16,8 @@ import pytest
 
 from relay.adapters.base import Adapter, Envelope, LocalSnapshot, LocalSubscription
 from relay.adapters.local import LocalAdapter
-from relay.adapters.redis import RedisAdapter
 from relay.config import RedisConfig
+from relay.redis.adapter import RedisAdapter
 from tests.support import TIMEOUT, RedisProcess
 
 APP = "1001"

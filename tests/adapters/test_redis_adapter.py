@@ -11,10 +11,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from relay.adapters.base import Envelope, EnvelopeKind
-from relay.adapters.redis import RedisAdapter
 from relay.app import create_app
 from relay.config import load_config
 from relay.metrics import Metrics
+from relay.redis.adapter import RedisAdapter
 from tests.adapters.conftest import APP, TEST_NODE_TIMEOUT, NodeFactory, RecordingListener, TestNode, redis_config
 from tests.support import TIMEOUT, RedisProcess, scaled
 
@@ -106,9 +106,9 @@ async def test_publish_and_state_survive_a_flushed_script_cache(
 
 async def test_calls_of_one_loop_iteration_share_one_pipeline(make_redis_node: NodeFactory) -> None:
     node = await make_redis_node("a")
-    cluster = redis_of(node)._session
+    cluster = redis_of(node).cluster
     assert cluster is not None
-    link = cluster.cluster.link
+    link = cluster.link
     before = link.batches
     answers = await asyncio.gather(*(node.adapter.add_subscription(APP, "busy", f"s{i}") for i in range(200)))
     assert answers == [True] + [False] * 199  # in issue order: the first one occupied the channel

@@ -1,4 +1,4 @@
-"""Cluster state in Redis: typed calls over the Lua scripts in adapters/lua/ (key layout in common.lua).
+"""Cluster state in Redis: typed calls over the Lua scripts in lua/cluster/ (key layout in common.lua).
 
 Every write is one atomic script, so "first/last anywhere" answers stay right with any number of
 nodes. This module knows nothing about outages: a broken link raises RedisUnavailable and the
@@ -8,8 +8,6 @@ adapter decides what to answer instead.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import importlib.resources
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +17,8 @@ import orjson
 from redis.exceptions import NoScriptError
 
 from relay.adapters.base import CachedEvent
-from relay.adapters.redis_link import Arg, PipelinedLink, RedisUnavailable
+from relay.redis.link import Arg, PipelinedLink, RedisUnavailable
+from relay.redis.scripts import LuaScript
 
 EVICTED: Final = -1  # scripts' answer when the caller's heartbeat expired
 RESTORE_BATCH: Final = 500  # records per script call when re-writing a node's state
@@ -31,35 +30,6 @@ class UnexpectedReply(RedisUnavailable):
 
 class NodeEvicted(Exception):
     """This owner's heartbeat expired; other nodes may be sweeping it. Re-register before writing."""
-
-
-@dataclass(frozen=True, slots=True)
-class LuaScript:
-    name: str
-    source: str
-    sha: str
-
-    @classmethod
-    def load(cls, name: str) -> LuaScript:
-        folder = importlib.resources.files("relay.adapters").joinpath("lua")
-        # Every script is common.lua's helpers followed by its own body: one definition of the key layout.
-        source = folder.joinpath("common.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
-        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
-
-
-SCRIPT_NAMES: Final = (
-    "register",
-    "add_connection",
-    "remove_connection",
-    "add_subscriptions",
-    "remove_subscription",
-    "add_members",
-    "remove_member",
-    "members",
-    "channels",
-    "sweep",
-    "publish",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +89,7 @@ def _flags(reply: object) -> list[int]:
 
 
 class RedisClusterState:
-    """ClusterState for one owner (a node incarnation) over one pipelined link (redis_link.py).
+    """ClusterState for one owner (a node incarnation) over one pipelined link (link.py).
 
     Calls issued in order are executed by Redis in that order, because they share the link:
     the adapter relies on this to re-write state and let new calls follow it without waiting.
@@ -278,7 +248,3 @@ class RedisClusterState:
         if not (isinstance(event, str) and isinstance(data, str) and isinstance(expires_at, int | float)):
             raise UnexpectedReply(f"malformed cache entry for channel {channel}")
         return CachedEvent(event, data, float(expires_at))
-
-
-def load_scripts() -> dict[str, LuaScript]:
-    return {name: LuaScript.load(name) for name in SCRIPT_NAMES}

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from relay.adapters.base import CachedEvent, LocalSnapshot
-from relay.adapters.redis_state import Membership, NodeShareEntries, Subscription
+from relay.redis.state import Membership, NodeShareEntries, Subscription
 
 
 class NodeShare:

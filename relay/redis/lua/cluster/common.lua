@@ -1,4 +1,4 @@
--- Helpers prepended to every other script in this folder (relay/adapters/redis_state.py joins them).
+-- Helpers prepended to every other script in this folder (relay/redis/scripts.py joins them).
 -- KEYS: none. ARGV[1] of every script is the key prefix P; all keys derive from it inside the
 -- scripts, so relay needs one Redis server (or a primary with replicas), not Redis Cluster.
 --

@@ -1,17 +1,13 @@
-"""Links to Redis for the Redis adapter, on redis-py's asyncio client (hiredis parses the replies).
+"""Every connection relay opens to Redis, on redis-py's asyncio client.
 
-Each link is one redis-py client with a pool of exactly one connection, opened per session:
-
-- `PipelinedLink`: every command issued during one event-loop iteration goes out as one redis-py
-  pipeline (transaction=False) on that connection, and the replies are dispatched to the callers'
-  futures. Pipelines run one after another, so Redis executes commands in the order they were issued
-  (the cluster state relies on it). Batching is what keeps redis-py fast enough here: one round trip
-  and one `execute()` per loop iteration instead of one per command.
-- `open_pubsub`: a redis-py PubSub on its own connection; the adapter reads it with `get_message`.
-
-Outage handling stays the adapter's: redis-py's retries are off, and a connection that breaks is never
-re-opened behind the adapter's back (no silent reconnect, no automatic re-subscription). The link
-reports the loss and the adapter opens a new session.
+- `PipelinedLink` (cluster state, publishing): one connection; the commands issued during one event-loop
+  iteration go out as one pipeline, executed by Redis in issue order. Retries and reconnection are off:
+  a lost link stays lost and reports it, and its owner opens a new one.
+- `open_pubsub` (the adapter's subscriptions): a PubSub on its own connection, same rules.
+- `open_pool` (the webhook store's commands): a pool that reconnects by itself, for callers that simply
+  retry on their next round.
+- `open_blocking` (the webhook store's BLMOVE): one connection of its own, so a blocking command never
+  holds a pooled connection, and closing it cuts the socket instead of waiting for the reply.
 """
 
 from __future__ import annotations
@@ -218,6 +214,24 @@ class PipelinedLink:
         await self._client.aclose()
 
 
+def open_pool(url: str, name: str, timeout: float) -> Redis:
+    """A client on a pool of connections (opened on demand) that reconnects after an outage."""
+    return Redis.from_url(url, client_name=name, socket_connect_timeout=timeout, socket_keepalive=True, protocol=2)
+
+
+def open_blocking(url: str, name: str, timeout: float) -> Redis:
+    """A client on one connection (opened on demand) for blocking commands; reconnects after an outage."""
+    return Redis.from_url(
+        url, max_connections=1, client_name=name, socket_connect_timeout=timeout, socket_keepalive=True, protocol=2
+    )
+
+
+async def close_now(client: Redis) -> None:
+    """Close a client without waiting for replies still due (a blocking command's among them)."""
+    await client.connection_pool.disconnect(inuse_connections=True)
+    await client.aclose()
+
+
 async def open_pubsub(url: str, name: str, timeout: float, first_channel: bytes) -> tuple[Redis, PubSub]:
     """A PubSub on its own connection, subscribed to `first_channel`; RedisUnavailable on failure.
 
@@ -229,7 +243,7 @@ async def open_pubsub(url: str, name: str, timeout: float, first_channel: bytes)
         async with asyncio.timeout(timeout):
             await pubsub.subscribe(first_channel)
     except (RedisError, OSError, TimeoutError) as error:
-        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis-py 8
+        await pubsub.aclose()
         await client.aclose()
         raise RedisUnavailable(f"cannot open {name} link to Redis at {describe(url)}: {error!r}") from error
     return client, pubsub

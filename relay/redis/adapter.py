@@ -1,0 +1,315 @@
+"""RedisAdapter: several relay nodes acting as one server through one Redis.
+
+Broadcaster: one pub/sub channel per (app, channel), subscribed while this node has local subscribers
+(subscriptions.py), plus one control channel for TERMINATE_USER; one PUBLISH per event and channel
+(publisher.py). ClusterState: atomic Lua scripts (state.py), every call also recorded in this node's
+share (share.py), which answers while Redis is unreachable and is written back when it returns.
+The supervisor (supervisor.py) keeps the session to Redis open. Never touches sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from relay.adapters.base import CachedEvent, ClusterListener, Envelope, EnvelopeKind
+from relay.config import RedisConfig
+from relay.metrics import Metrics
+from relay.redis.heartbeat import Heartbeat
+from relay.redis.link import RedisReplyError, RedisUnavailable, check_url, describe
+from relay.redis.publisher import QUEUE_LIMIT, Publisher
+from relay.redis.scripts import load_scripts
+from relay.redis.session import Session
+from relay.redis.share import NodeShare
+from relay.redis.state import NodeEvicted, RedisClusterState
+from relay.redis.subscriptions import Subscriptions
+from relay.redis.supervisor import Supervisor
+from relay.redis.wire import TOKEN_SLICE, decode_envelope, encode_envelope
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class RedisAdapter:
+    """Broadcaster and ClusterState over Redis, for one node.
+
+    While Redis is unreachable the node keeps serving its own clients: publish() still delivers
+    locally and queues for Redis (bounded, oldest dropped), and ClusterState calls answer from this
+    node's share instead of failing.
+    """
+
+    def __init__(
+        self,
+        config: RedisConfig,
+        node_id: str | None = None,
+        *,
+        queue_limit: int = QUEUE_LIMIT,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
+        check_url(config.url)
+        self.config = config
+        heartbeat = heartbeat or Heartbeat(node_id, config.node_timeout)
+        self.node_id = heartbeat.node_id
+        self.address = describe(config.url)
+        self.received = 0  # envelopes received from other nodes
+        self.reply_errors = 0  # error replies from Redis (out of memory, a script error)
+
+        self._prefix = config.prefix
+        self._token = secrets.token_bytes(8)  # marks what this process publishes
+        self._control = f"{self._prefix}:control".encode()
+        self._share = NodeShare()
+        self._listener: ClusterListener | None = None
+        self._last_reply_error_log = 0.0
+        scripts = load_scripts("cluster")
+        self._subscriptions = Subscriptions(self._control, self._current, self._on_message, self._lose)
+        self._publisher = Publisher(self._prefix, scripts["publish"], self._current, self._reply_error, queue_limit)
+        self._supervisor = Supervisor(
+            config.url,
+            self.address,
+            self._prefix,
+            heartbeat,
+            scripts,
+            self._share,
+            self._subscriptions,
+            self._publisher,
+        )
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        """relay_redis_* at /metrics; outages and returns also go to the operators' alerts."""
+        self._supervisor.alerts = metrics.alerts
+        metrics.add_gauge(
+            "relay_redis_connected", "1 while this node has Redis", (), lambda: [((), float(self.connected))]
+        )
+        metrics.add_gauge(
+            "relay_redis_publish_queue", "Publishes waiting for Redis", (), lambda: [((), self._publisher.queued)]
+        )
+        for name, documentation, read in (
+            ("relay_redis_outages", "Times this node lost Redis", lambda: self.outages),
+            ("relay_redis_reconnects", "Times Redis came back after an outage", lambda: self.reconnects),
+            ("relay_redis_evictions", "Times this node was presumed dead by the others", lambda: self.evictions),
+            (
+                "relay_redis_publishes_dropped",
+                "Publishes dropped because the queue for Redis was full",
+                lambda: self.dropped_publishes,
+            ),
+            ("relay_redis_publishes_sent", "Publishes sent to Redis", lambda: self.published),
+            ("relay_redis_envelopes_received", "Envelopes received from Redis", lambda: self.received),
+        ):
+            metrics.add_total(name, documentation, read)
+
+    @property
+    def outages(self) -> int:
+        """Times a working connection to Redis was lost."""
+        return self._supervisor.outages
+
+    @property
+    def reconnects(self) -> int:
+        """Times Redis came back after an outage."""
+        return self._supervisor.reconnects
+
+    @property
+    def evictions(self) -> int:
+        """Times this node was presumed dead (heartbeat expired) while running."""
+        return self._supervisor.evictions
+
+    @property
+    def dropped_publishes(self) -> int:
+        return self._publisher.dropped
+
+    @property
+    def published(self) -> int:
+        return self._publisher.published
+
+    @property
+    def cluster(self) -> RedisClusterState | None:
+        """The current session's cluster state, None while Redis is unreachable."""
+        session = self._supervisor.session
+        return None if session is None else session.cluster
+
+    # Life cycle ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._supervisor.session is not None
+
+    async def start(self, listener: ClusterListener) -> None:
+        """Connect (waiting at most a few seconds) and keep the connection up in the background."""
+        self._listener = listener
+        self._supervisor.listener = listener
+        await self._supervisor.start()
+        if not self.connected:
+            logger.warning(
+                "Redis at %s is unreachable at start; node %s serves its local clients only until it answers",
+                self.address,
+                self.node_id,
+            )
+
+    async def close(self, *, graceful: bool = True) -> None:
+        """Stop every background activity and close the links.
+
+        Graceful: end this node's heartbeat and remove what it still holds, reporting members and
+        channels lost through the listener (so member_removed still goes out), then wait until
+        Redis has every queued publish. graceful=False leaves everything in Redis, as a crash would
+        (tests use it to play a dead node).
+        """
+        await self._supervisor.stop(graceful=graceful)
+        self._subscriptions.fail_barriers(RedisUnavailable("adapter closed"))
+        self._listener = None
+        self._supervisor.listener = None
+
+    async def wait_connected(self, connected: bool = True) -> None:
+        """Return once Redis is reachable (or, with False, once it is not)."""
+        await (self._supervisor.up if connected else self._supervisor.down).wait()
+
+    async def settle(self) -> None:
+        """Return once Redis has confirmed every SUBSCRIBE and UNSUBSCRIBE asked for so far.
+
+        channel_occupied_locally() subscribes in the background; a test or benchmark that needs
+        another node's next publish to arrive here awaits this first.
+        """
+        while True:
+            await self._supervisor.up.wait()
+            try:
+                await self._subscriptions.barrier()
+                return
+            except RedisUnavailable:
+                continue
+
+    def _current(self) -> Session | None:
+        return self._supervisor.session
+
+    def _lose(self, session: Session, error: BaseException) -> None:
+        self._supervisor.lose(session, error)
+
+    # Broadcaster -----------------------------------------------------------------------------
+
+    def _channel_name(self, app_id: str, channel: str) -> bytes:
+        return f"{self._prefix}:ev:{app_id}:{channel}".encode()
+
+    def publish(self, envelope: Envelope) -> None:
+        """Queue one PUBLISH for Redis, then deliver to this node at once (never waits on Redis)."""
+        if envelope.kind is EnvelopeKind.TERMINATE_USER:
+            name = self._control
+        else:
+            name = self._channel_name(envelope.app_id, envelope.channel)
+        self._publisher.enqueue(name, encode_envelope(envelope, self._token) + envelope.frame)
+        if self._listener is not None:
+            self._listener.deliver(envelope)
+
+    def channel_occupied_locally(self, app_id: str, channel: str) -> None:
+        self._subscriptions.occupied(self._channel_name(app_id, channel))
+
+    def channel_vacated_locally(self, app_id: str, channel: str) -> None:
+        self._subscriptions.vacated(self._channel_name(app_id, channel))
+
+    def _on_message(self, channel: bytes, payload: bytes) -> None:
+        if payload[TOKEN_SLICE] == self._token:
+            return  # ours: delivered locally when published
+        try:
+            envelope = decode_envelope(payload)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            logger.exception("dropping a malformed message on Redis channel %r", channel)
+            return
+        self.received += 1
+        if self._listener is not None:
+            try:
+                self._listener.deliver(envelope)
+            except Exception:
+                logger.exception("delivering from Redis failed for app_id=%s", envelope.app_id)
+
+    # ClusterState ----------------------------------------------------------------------------
+
+    async def _ask(self, call: Callable[[RedisClusterState], Awaitable[T]], local: Callable[[], T]) -> T:
+        """The cluster's answer, or the share's (`local()`) when Redis cannot give one now."""
+        session = self._supervisor.session
+        if session is None:
+            return local()
+        try:
+            return await call(session.cluster)
+        except (RedisUnavailable, NodeEvicted) as error:
+            self._supervisor.lose(session, error)
+            return local()
+        except RedisReplyError as error:
+            self._reply_error(error)
+            return local()
+
+    def _reply_error(self, error: RedisReplyError) -> None:
+        self.reply_errors += 1
+        now = time.monotonic()
+        if now - self._last_reply_error_log > 10:
+            self._last_reply_error_log = now
+            logger.error("Redis refused a call of node %s (answering locally if it can): %s", self.node_id, error)
+
+    # Writes are recorded in the share first, so that the share is complete whatever Redis says.
+
+    async def add_connection(self, app_id: str, socket_id: str) -> int:
+        local = self._share.add_connection(app_id, socket_id)
+        return await self._ask(lambda c: c.add_connection(app_id), lambda: local)
+
+    async def remove_connection(self, app_id: str, socket_id: str) -> None:
+        self._share.remove_connection(app_id, socket_id)
+        await self._ask(lambda c: c.remove_connection(app_id), lambda: None)
+
+    async def add_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        local = self._share.add_subscription(app_id, channel, socket_id)
+        answer = self._ask(lambda c: c.add_subscription(app_id, channel, socket_id), lambda: local)
+        name = self._channel_name(app_id, channel)
+        if self._supervisor.session is None or not self._subscriptions.awaits_confirmation(name):
+            return await answer
+        # The channel is new on this node: answer only once Redis confirmed the SUBSCRIBE too (the
+        # two run side by side), so a client told it is subscribed gets every event published after.
+        first, _ = await asyncio.gather(answer, self._subscribed())
+        return first
+
+    async def _subscribed(self) -> None:
+        """Wait (bounded) until Redis confirmed every SUBSCRIBE asked so far; an outage ends the wait."""
+        try:
+            async with asyncio.timeout(self._supervisor.timeout):
+                await self._subscriptions.barrier()
+        except (RedisUnavailable, TimeoutError):
+            pass
+
+    async def remove_subscription(self, app_id: str, channel: str, socket_id: str) -> bool:
+        local = self._share.remove_subscription(app_id, channel, socket_id)
+        return await self._ask(lambda c: c.remove_subscription(app_id, channel, socket_id), lambda: local)
+
+    async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
+        local = self._share.add_member(app_id, channel, socket_id, user_id, user_info)
+        return await self._ask(lambda c: c.add_member(app_id, channel, socket_id, user_id, user_info), lambda: local)
+
+    async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+        local = self._share.remove_member(app_id, channel, socket_id, user_id)
+        return await self._ask(lambda c: c.remove_member(app_id, channel, socket_id, user_id), lambda: local)
+
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+        share = self._share
+        return await self._ask(lambda c: c.members(app_id, channel), lambda: share.members(app_id, channel))
+
+    async def member_count(self, app_id: str, channel: str) -> int:
+        share = self._share
+        return await self._ask(lambda c: c.member_count(app_id, channel), lambda: share.member_count(app_id, channel))
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        share = self._share
+        return await self._ask(
+            lambda c: c.subscription_count(app_id, channel), lambda: share.subscription_count(app_id, channel)
+        )
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+        share = self._share
+        return await self._ask(lambda c: c.channels(app_id, prefix), lambda: share.channels(app_id, prefix))
+
+    async def set_cache(self, app_id: str, channel: str, cached: CachedEvent) -> None:
+        await self._ask(lambda c: c.set_cache(app_id, channel, cached), lambda: None)
+        if self._supervisor.session is None:  # not stored in Redis: answer it locally until Redis returns
+            self._share.set_cache(app_id, channel, cached)
+
+    async def get_cache(self, app_id: str, channel: str) -> CachedEvent | None:
+        share = self._share
+        return await self._ask(lambda c: c.get_cache(app_id, channel), lambda: share.get_cache(app_id, channel))

@@ -1,0 +1,303 @@
+"""Supervisor: keeps one session to Redis open for the adapter, and replaces it after every outage.
+
+A session is three links (cluster state, publishing, pub/sub). When one breaks, calls go to the node's
+share at once and reconnection backs off (relay/backoff.py) from 0.1 s to 5 s. A new session registers the
+node as a new incarnation, writes the share back, re-subscribes, flushes the publish queue, and sweeps
+what earlier incarnations held but the node no longer does. On the heartbeat's tick it refreshes this
+incarnation, checks the pub/sub link answers PING, and sweeps the entries of nodes found dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Final
+
+from redis.exceptions import RedisError
+
+from relay.adapters.base import ClusterListener
+from relay.alerts import AlertKind, Alerts
+from relay.backoff import Backoff
+from relay.redis.heartbeat import Heartbeat
+from relay.redis.link import PipelinedLink, RedisUnavailable, open_pubsub
+from relay.redis.publisher import Publisher
+from relay.redis.scripts import LuaScript
+from relay.redis.session import Session
+from relay.redis.share import NodeShare
+from relay.redis.state import NodeEvicted, RedisClusterState
+from relay.redis.subscriptions import Subscriptions
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_MIN: Final = 0.1  # seconds before the first reconnection attempt
+BACKOFF_MAX: Final = 4.0  # before jitter: never more than 5 s between attempts
+BACKOFF_JITTER: Final = 0.25  # nodes that lost one Redis do not all come back at once
+SWEEP_BUDGET: Final = 1000  # dead nodes' entries removed per script call
+
+
+class Supervisor:
+    def __init__(
+        self,
+        url: str,
+        address: str,
+        prefix: str,
+        heartbeat: Heartbeat,
+        scripts: dict[str, LuaScript],
+        share: NodeShare,
+        subscriptions: Subscriptions,
+        publisher: Publisher,
+    ) -> None:
+        self.node_id = heartbeat.node_id
+        self.address = address  # for logs
+        self.listener: ClusterListener | None = None
+        self.alerts = Alerts((), 0.0)  # the operators' alerts, once the adapter registers its metrics
+        self.outages = 0  # times a working connection to Redis was lost
+        self.reconnects = 0  # times it came back after one
+        self.evictions = 0  # times this node was presumed dead (heartbeat expired) while running
+        self.timeout = max(1.0, min(5.0, heartbeat.node_timeout / 3))  # per request and per connect
+
+        self._url = url
+        self._prefix = prefix
+        self._heartbeat = heartbeat
+        self._interval = heartbeat.node_timeout / 3
+        self._scripts = scripts
+        self._share = share
+        self._subscriptions = subscriptions
+        self._publisher = publisher
+        self._task: asyncio.Task[None] | None = None
+
+        # The current session; None while Redis is unreachable (calls then go to the share).
+        self.session: Session | None = None
+        self._live: Session | None = None  # the session whose links are open, until it is closed
+        self._incarnation = 0
+        self._owner: str | None = None  # the incarnation registered by the current session
+        self._retired: list[str] = []  # earlier owners whose leftovers still need sweeping
+        self._session_up = False
+        self._session_error: BaseException | None = None
+        self._broken = asyncio.Event()
+        self.up = asyncio.Event()
+        self.down = asyncio.Event()
+        self.down.set()
+        self._down_since: float | None = None
+        self._first_attempt: asyncio.Future[None] | None = None
+
+    # Life cycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (waiting at most a few seconds) and keep the connection up in the background."""
+        self._first_attempt = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._supervise(), name=f"relay-redis-{self.node_id}")
+        self._heartbeat.join(self.beat)
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                await asyncio.shield(self._first_attempt)
+        except TimeoutError:
+            pass
+
+    async def stop(self, *, graceful: bool) -> None:
+        """Stop reconnecting; graceful: end the heartbeat, sweep what this node holds, send the queue."""
+        await self._heartbeat.leave(self.beat)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        session = self.session
+        if graceful and session is not None:
+            try:
+                async with asyncio.timeout(self.timeout * 2):
+                    await session.cluster.end_heartbeat()
+                    await self._sweep(session.cluster, skip_owner="")
+                    await self._publisher.sent(session)
+            except (RedisUnavailable, RedisError, TimeoutError) as error:
+                logger.warning("node %s could not remove its entries from Redis on close: %r", self.node_id, error)
+        self.session = None
+        live, self._live = self._live, None
+        if live is not None:
+            await live.close()
+
+    # Sessions --------------------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Connect, wait for the session to break, and reconnect with backoff while the adapter runs."""
+        failures = Backoff(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_JITTER)
+        while True:
+            evicted = False
+            error: BaseException | None = None
+            try:
+                await self._open_session()
+                self._first_attempt_done()
+                failures.reset()
+                await self._broken.wait()
+                raise self._session_error or RedisUnavailable("link to Redis lost")
+            except NodeEvicted as caught:
+                evicted, error = True, caught
+            except (RedisUnavailable, RedisError, OSError, TimeoutError) as caught:
+                error = caught
+            except Exception as caught:
+                # A bug or an unexpected reply: log it, treat it like an outage, and carry on.
+                logger.exception("Redis session of node %s failed", self.node_id)
+                error = caught
+            self._first_attempt_done()
+            await self._end_session(error, evicted)
+            if evicted:
+                continue  # re-register at once: the cluster already thinks we are gone
+            await asyncio.sleep(failures.failed())
+
+    def _first_attempt_done(self) -> None:
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(None)
+
+    async def _open_session(self) -> None:
+        name = f"relay-{self.node_id}"
+        state_link = await PipelinedLink.open(self._url, f"{name}-state", self.timeout)
+        links: list[PipelinedLink] = [state_link]
+        try:
+            publish_link = await PipelinedLink.open(self._url, f"{name}-publish", self.timeout)
+            links.append(publish_link)
+            control = self._subscriptions.control
+            pubsub_client, pubsub = await open_pubsub(self._url, f"{name}-subscribe", self.timeout, control)
+        except BaseException:
+            for link in links:
+                await link.close()
+            raise
+        self._incarnation += 1
+        cluster = RedisClusterState(state_link, self._prefix, f"{self.node_id}.{self._incarnation}", self._scripts)
+        session = Session(cluster, publish_link, pubsub_client, pubsub)
+        self._live = session  # closed by _end_session or stop(), whatever happens next
+        for link in links:
+            link.on_lost = self._on_link_lost
+
+        # From the snapshot to `self.session = session` nothing yields: calls made before it are in
+        # the re-write, calls made after it run in Redis after the re-write (same link, in order).
+        snapshot = self.listener.local_snapshot() if self.listener is not None else None
+        entries = self._share.entries(snapshot)
+        retired = list(self._retired)
+        done = cluster.start_session(self._heartbeat.node_timeout, entries, retired)
+        self._owner = cluster.owner
+        self.session = session
+        self._session_up = True
+        self._share.forget_cache()
+        self._subscriptions.begin(session, name)
+        session.tasks.append(asyncio.create_task(self._publisher.run(session), name=f"{name}-publisher"))
+        session.publish_wake.set()
+        self.up.set()
+        self.down.clear()
+
+        await done
+        del self._retired[: len(retired)]
+        await self._sweep(cluster)  # what the retired incarnations held and the node no longer does
+        if self._down_since is not None:
+            outage = time.monotonic() - self._down_since
+            logger.info(
+                "Redis at %s is reachable again after %.1fs; node %s re-wrote %d subscriptions and %d presence entries",
+                self.address,
+                outage,
+                self.node_id,
+                len(entries.subscriptions),
+                len(entries.memberships),
+            )
+            self._down_since = None
+            if self.outages:
+                self.reconnects += 1
+                self.alerts.raise_alert(
+                    AlertKind.REDIS_RECOVERED,
+                    f"Redis at {self.address} is back after {outage:.1f} s (node {self.node_id})",
+                )
+
+    async def beat(self) -> None:
+        """The heartbeat's tick: refresh this incarnation, check the pub/sub link, sweep dead nodes."""
+        session = self.session
+        if session is None:
+            return
+        try:
+            await session.cluster.refresh(self._heartbeat.node_timeout)
+            if asyncio.get_running_loop().time() - self._subscriptions.last_pong > self._interval * 2 + self.timeout:
+                raise RedisUnavailable("the pub/sub link stopped answering PING")
+            self._subscriptions.ping(session)
+            await self._sweep(session.cluster)
+        except (NodeEvicted, RedisUnavailable, RedisError, OSError, TimeoutError) as error:
+            self.lose(session, error)
+        except Exception as error:
+            logger.exception("Redis heartbeat of node %s failed", self.node_id)
+            self.lose(session, error)
+
+    async def _sweep(self, cluster: RedisClusterState, skip_owner: str | None = None) -> None:
+        """Remove dead owners' entries and report what vanished with them (exactly once cluster-wide)."""
+        while True:
+            result = await cluster.sweep(SWEEP_BUDGET, skip_owner)
+            listener = self.listener
+            if result.members_lost or result.channels_lost:
+                self.alerts.raise_alert(
+                    AlertKind.NODE_PRESUMED_DEAD,
+                    f"a relay node stopped its heartbeat and was presumed dead; node {self.node_id} removed "
+                    f"{len(result.members_lost)} presence members and {len(result.channels_lost)} channels it held",
+                )
+            for app_id, channel, user_id in result.members_lost:
+                logger.info("member user_id=%s of app_id=%s channel=%s left with a dead node", user_id, app_id, channel)
+                if listener is not None:
+                    try:
+                        listener.member_lost(app_id, channel, user_id)
+                    except Exception:
+                        logger.exception("member_lost failed for app_id=%s channel=%s", app_id, channel)
+            for app_id, channel in result.channels_lost:
+                if listener is not None:
+                    try:
+                        listener.channel_lost(app_id, channel)
+                    except Exception:
+                        logger.exception("channel_lost failed for app_id=%s channel=%s", app_id, channel)
+            if not result.more:
+                return
+
+    def _on_link_lost(self, error: BaseException) -> None:
+        self.lose(self.session, error)
+
+    def lose(self, session: Session | None, error: BaseException) -> None:
+        """`session` broke: route calls to the share from now on and wake the supervisor to reconnect."""
+        if self.session is None or self.session is not session:
+            return
+        self.session = None
+        self.up.clear()
+        self.down.set()
+        self._session_error = error
+        self._broken.set()
+
+    async def _end_session(self, error: BaseException | None, evicted: bool) -> None:
+        was_up = self._session_up
+        self._session_up = False
+        if self._owner is not None:
+            self._retired.append(self._owner)
+            self._owner = None
+        self.session = None
+        self.up.clear()
+        self.down.set()
+        self._subscriptions.end()
+        self._broken.clear()
+        self._session_error = None
+        if evicted:
+            self.evictions += 1
+            logger.warning("node %s was presumed dead by the cluster (heartbeat expired); re-registering", self.node_id)
+            self.alerts.raise_alert(
+                AlertKind.NODE_PRESUMED_DEAD, f"node {self.node_id} was presumed dead by the cluster and re-registered"
+            )
+        elif was_up:
+            self.outages += 1
+            self._down_since = time.monotonic()
+            self._publisher.outage()
+            logger.warning(
+                "lost Redis at %s (%r); node %s keeps serving its local clients and reconnects",
+                self.address,
+                error,
+                self.node_id,
+            )
+            self.alerts.raise_alert(
+                AlertKind.REDIS_LOST,
+                f"lost Redis at {self.address}; node {self.node_id} serves its own clients only until it is back",
+            )
+        elif error is not None:
+            logger.debug("Redis at %s still unreachable: %r", self.address, error)
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        live, self._live = self._live, None
+        if live is not None:
+            await live.close()
