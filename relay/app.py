@@ -1,6 +1,7 @@
 """create_app(config) → web.Application: the wiring of node, adapter, transport and HTTP API.
 
 Usable in-process: a Python app or a test suite can embed relay with `create_app` and an aiohttp runner.
+`relay serve` goes through relay.server.create_server, which also puts the lean listener in front of it.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -35,7 +37,15 @@ logger = logging.getLogger(__name__)
 NODE_KEY = web.AppKey("relay.node", Node)
 CONFIG_KEY = web.AppKey("relay.config", Config)
 WEBHOOKS_KEY = web.AppKey("relay.webhooks", WebhookDispatcher)
-HTTP_API_KEY = web.AppKey("relay.http_api", HttpApi)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayApp:
+    """The aiohttp application and the parts a transport in front of it serves directly."""
+
+    app: web.Application
+    node: Node
+    http_api: HttpApi
 
 
 def make_adapter(config: Config, heartbeat: Heartbeat | None = None) -> Adapter:
@@ -47,6 +57,10 @@ def make_adapter(config: Config, heartbeat: Heartbeat | None = None) -> Adapter:
 
 
 def create_app(config: Config, adapter: Adapter | None = None) -> web.Application:
+    return build_app(config, adapter).app
+
+
+def build_app(config: Config, adapter: Adapter | None = None) -> RelayApp:
     apps = AppDirectory(config.apps)
     metrics = Metrics()
     source = f"{socket.gethostname()}:{config.port}"
@@ -91,7 +105,6 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
     http_api.add_routes(app.router)
-    app[HTTP_API_KEY] = http_api  # the lean transport answers signed publishes with it directly
     WebhookApi(http_api, webhooks, prefix).add_routes(app.router)
     JwtAuthEndpoints(apps, tokens, prefix).add_routes(app.router)
     # Any other path: a WebSocket upgrade gets close code 4005, plain HTTP a JSON 404.
@@ -126,7 +139,7 @@ def create_app(config: Config, adapter: Adapter | None = None) -> web.Applicatio
     app.cleanup_ctx.append(node_lifecycle)
     app.on_cleanup.append(lambda _: tokens.close())
     app.on_shutdown.append(close_connections)
-    return app
+    return RelayApp(app, node, http_api)
 
 
 async def reload_apps(app: web.Application, apps: tuple[AppConfig, ...]) -> str:

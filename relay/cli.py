@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from relay import __version__
-from relay.app import create_app, reload_apps
+from relay.app import reload_apps
 from relay.config import Config, ConfigError, load_config, setting_default, setting_type
 from relay.logs import configure_logging
 from relay.metrics_share import METRICS_DIR_ENV, retire_worker
@@ -102,8 +102,8 @@ Reloader = Callable[[], Config]
 async def serve(config: Config, reuse_port: bool = False, reload: Reloader | None = None) -> None:
     """Run until SIGINT/SIGTERM; then readiness turns false, connections close with 4200, state is cleaned.
     SIGHUP reloads the apps (see reload_apps) without dropping connections."""
-    app = create_app(config)
-    server = await start_server(config, app, reuse_port=reuse_port)
+    server = await start_server(config, reuse_port=reuse_port)
+    app = server.app
     logger.info(
         "relay %s listening on http://%s:%s (%s transport, pid %s)",
         __version__,

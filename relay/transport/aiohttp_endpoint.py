@@ -1,14 +1,13 @@
 """The WebSocket endpoint on aiohttp's WebSocketResponse: upgrade, read loop, coalesced writes, close codes.
 
 Used when `transport = "aiohttp"` and whenever relay is embedded as a plain aiohttp application; the lean
-protocol (relay.transport.lean) answers the same URLs with the same bytes, at a fraction of the memory.
+protocol (relay.transport.listener) answers the same URLs with the same bytes, at a fraction of the memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
 
 from aiohttp import WSMsgType, web
 
@@ -21,12 +20,10 @@ from relay.protocol import errors
 from relay.protocol.ids import new_socket_id
 from relay.protocol.session import Session
 from relay.transport.handshake import count_refusal, refusal
+from relay.transport.limits import HARD_MESSAGE_LIMIT_FACTOR
 from relay.transport.outbox import Outbox, cut_slow_consumer, write_frames
 
 logger = logging.getLogger(__name__)
-
-# Both transports close with 1009 above this; below it, oversize messages get a pusher:error and the socket stays.
-HARD_MESSAGE_LIMIT_FACTOR: Final = 8
 
 
 class WebSocketConnection:

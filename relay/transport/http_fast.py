@@ -1,9 +1,11 @@
 """The lean transport's fast path for `POST {path}/apps/<id>/events` and `/batch_events`.
 
 aiohttp's request and response machinery was two thirds of a publish's CPU. A plain keep-alive HTTP/1.1
-publish with a Content-Length is parsed and answered here instead, through HttpApi.publish_request (the
-same checks, errors and publish as the aiohttp handlers). Anything else (another route, chunked bodies,
-Expect, HTTP/1.0, odd headers) hands the connection with its buffered bytes to aiohttp for good.
+publish with a Content-Length is parsed (relay.transport.http_head, llhttp) and answered here instead,
+through HttpApi.publish_request (the same checks, errors and publish as the aiohttp handlers), in a task
+as an aiohttp handler runs, so asyncio.timeout() and cancellation work there as they do in aiohttp.
+Anything else (another route, chunked bodies, Expect, HTTP/1.0, a head llhttp refuses) hands the
+connection with its buffered bytes to aiohttp for good.
 
 Requests on one connection are answered in order: the next head is not parsed before the previous
 response is written.
@@ -14,15 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Final
 
-from relay.transport.handshake import MAX_HEAD_SIZE
-
-if TYPE_CHECKING:
-    from relay.transport.lean import LeanServer
+from relay.http_api import HttpApi
+from relay.node import Node
+from relay.transport.http_head import MAX_FAST_HEAD, HeadError, HeadParser, PublishHead
+from relay.transport.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -34,72 +35,9 @@ REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 TOO_LARGE_BODY: Final = b'{"error":"Request body is too large"}'
 INTERNAL_ERROR_BODY: Final = b'{"error":"Internal server error"}'
 _OK_EMPTY: Final = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-# Headers this path does not implement: the request goes to aiohttp, which does.
-_UNSUPPORTED_HEADERS: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 
-
-@dataclass(frozen=True, slots=True)
-class PublishHead:
-    """A request head the fast path answers."""
-
-    target: str  # the raw request target, query included
-    query: str
-    app_id: str
-    batch: bool
-    length: int
-    close: bool  # the client sent `Connection: close`
-
-
-def parse_publish_head(head: bytes, api_prefix: bytes) -> PublishHead | None:
-    """The publish request in a complete head (without its final blank line), or None: aiohttp's then.
-
-    `api_prefix` is `{config.path}/apps/`. Percent-encoded paths go to aiohttp, which decodes them.
-    """
-    request_line, _, block = head.partition(b"\r\n")
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or parts[0] != b"POST" or parts[2] != b"HTTP/1.1":
-        return None
-    target = parts[1]
-    path = target.partition(b"?")[0]
-    if not path.startswith(api_prefix) or b"%" in path or b"#" in target:
-        return None
-    app_id, slash, endpoint = path[len(api_prefix) :].partition(b"/")
-    if not slash or not app_id or b"{" in app_id or b"}" in app_id:
-        return None
-    if endpoint == b"events":
-        batch = False
-    elif endpoint == b"batch_events":
-        batch = True
-    else:
-        return None
-    try:
-        text = target.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    if not text.isprintable():
-        return None
-    length: int | None = None
-    close = False
-    for line in block.split(b"\r\n") if block else ():
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-            return None  # obs-fold or a malformed field: aiohttp's 400
-        name = name.lower()
-        if name == b"content-length":
-            value = value.strip()
-            if length is not None or not value.isdigit() or len(value) > 18:
-                return None
-            length = int(value)
-        elif name in _UNSUPPORTED_HEADERS:
-            return None
-        elif name == b"connection":
-            tokens = {token.strip().lower() for token in value.split(b",")}
-            if b"upgrade" in tokens:
-                return None
-            close = close or b"close" in tokens
-    if length is None:
-        return None
-    return PublishHead(text, text.partition("?")[2], app_id.decode(), batch, length, close)
+# Gives a socket, with the bytes read from it so far, to aiohttp (relay.transport.handover).
+HandOver = Callable[[asyncio.Transport, bytes], None]
 
 
 def response(status: int, body: bytes, close: bool) -> bytes:
@@ -113,51 +51,55 @@ def response(status: int, body: bytes, close: bool) -> bytes:
     return head + (b"Connection: close\r\n\r\n" if close else b"\r\n") + body
 
 
-class _Resumed:
-    """Continues, inside a task, a coroutine that was started by hand and suspended (its first yield).
+class FastPath:
+    """What every fast-path connection of one listener uses."""
 
-    Most publishes finish without suspending: those cost no task at all.
-    """
+    __slots__ = ("api", "api_prefix", "hand_over", "max_request_size", "node", "prefix", "tasks")
 
-    __slots__ = ("_coroutine", "_yielded")
+    def __init__(
+        self, api: HttpApi, node: Node, path: str, max_request_size: int, tasks: TaskSet, hand_over: HandOver
+    ) -> None:
+        self.api = api
+        self.node = node
+        self.api_prefix = f"{path}/apps/".encode()
+        self.prefix = b"POST " + self.api_prefix  # what a fast-path request starts with
+        self.max_request_size = max_request_size
+        self.tasks = tasks
+        self.hand_over = hand_over
 
-    def __init__(self, coroutine: Coroutine[Any, Any, tuple[int, bytes]], yielded: object) -> None:
-        self._coroutine = coroutine
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, tuple[int, bytes]]:
-        coroutine = self._coroutine
-        value = self._yielded
-        while True:
-            try:
-                sent = yield value
-            except BaseException as error:  # cancellation goes on to the coroutine
-                try:
-                    value = coroutine.throw(error)
-                except StopIteration as done:
-                    return cast(tuple[int, bytes], done.value)
-            else:
-                try:
-                    value = coroutine.send(sent)
-                except StopIteration as done:
-                    return cast(tuple[int, bytes], done.value)
-
-
-async def _finish(resumed: _Resumed) -> tuple[int, bytes]:
-    return await resumed
+    def may_serve(self, buffer: bytes) -> bool:
+        """Whether `buffer`, the start of a request, may still be a publish."""
+        prefix = self.prefix
+        return buffer.startswith(prefix) or prefix.startswith(buffer)
 
 
 class FastHttp(asyncio.Protocol):
     """One keep-alive HTTP connection while its requests are publishes; aiohttp's from the first other one."""
 
-    __slots__ = ("_buffer", "_busy", "_closed", "_eof", "_head", "_paused", "_server", "_timer", "_transport")
+    __slots__ = (
+        "_buffer",
+        "_busy",
+        "_close",
+        "_closed",
+        "_eof",
+        "_fed",
+        "_head",
+        "_parser",
+        "_paused",
+        "_shared",
+        "_timer",
+        "_transport",
+    )
 
-    def __init__(self, server: LeanServer, transport: asyncio.Transport) -> None:
-        self._server = server
+    def __init__(self, shared: FastPath, transport: asyncio.Transport) -> None:
+        self._shared = shared
         self._transport = transport
-        self._buffer = b""
+        self._parser = HeadParser(shared.api_prefix)
+        self._buffer = b""  # input from the start of the request being read
+        self._fed = 0  # how much of `_buffer` the parser has seen
         self._head: PublishHead | None = None  # a parsed head whose body is still arriving
-        self._busy: asyncio.Task[tuple[int, bytes]] | None = None
+        self._busy: asyncio.Task[None] | None = None  # the publish being answered
+        self._close = False  # the answer in flight ends the connection
         self._closed = False
         self._eof = False  # the client half-closed while an answer was in flight
         self._paused = False
@@ -198,77 +140,96 @@ class FastHttp(asyncio.Protocol):
     # Requests ------------------------------------------------------------------------------------
 
     def _process(self) -> None:
-        server = self._server
+        shared = self._shared
         while self._busy is None and not self._closed:
             buffer = self._buffer
             head = self._head
             if head is None:
-                head_end = buffer.find(b"\r\n\r\n")
-                if head_end < 0:
-                    prefix = server.fast_prefix
-                    if buffer and not buffer.startswith(prefix) and not prefix.startswith(buffer):
-                        self._hand_over()
-                    elif len(buffer) > MAX_HEAD_SIZE:
-                        self._hand_over()  # aiohttp refuses it as it would have
-                    else:
-                        self._wait()
-                    return
-                head = parse_publish_head(buffer[:head_end], server.api_prefix)
+                head = self._read_head(buffer)
                 if head is None:
-                    self._hand_over()
                     return
-                if head.length > server.max_request_size:
-                    if server.api is not None:
-                        endpoint = "batch_events" if head.batch else "events"
-                        server.api.count_request(head.app_id, endpoint, 413, time.perf_counter())
+                if head.length > shared.max_request_size:
+                    endpoint = "batch_events" if head.batch else "events"
+                    shared.api.count_request(head.app_id, endpoint, 413, time.perf_counter())
                     self._write(response(413, TOO_LARGE_BODY, True), True)
                     return
-                buffer = self._buffer = buffer[head_end + 4 :]
-                self._head = head
+                buffer = self._buffer
             if len(buffer) < head.length:
                 self._wait()
                 return
             self._head = None
             body = buffer[: head.length]
             self._buffer = buffer[head.length :]
+            self._fed = 0
+            try:
+                self._parser.body(body)
+            except HeadError:
+                self._hand_over()
+                return
             self._stop_timer()
             self._answer(head, body)
 
-    def _answer(self, head: PublishHead, body: bytes) -> None:
-        server = self._server
-        assert server.api is not None
-        # Shutting down: no more requests on this connection, as aiohttp closes its keep-alive ones.
-        close = head.close or not server.node.accepting
-        coroutine = server.api.publish_request("POST", head.target, head.query, head.app_id, body, batch=head.batch)
+    def _read_head(self, buffer: bytes) -> PublishHead | None:
+        """The head at the start of `buffer` once it is complete, parsed and a publish; None meanwhile."""
+        if not buffer:
+            self._wait()
+            return None
+        if not self._shared.may_serve(buffer):
+            self._hand_over()
+            return None
+        head_end = buffer.find(b"\r\n\r\n")
+        complete = head_end >= 0
+        end = head_end + 4 if complete else len(buffer)
+        if end > MAX_FAST_HEAD + 4:
+            self._hand_over()  # aiohttp answers it as it would have
+            return None
         try:
-            yielded = coroutine.send(None)
-        except StopIteration as done:
-            status, answer = done.value
-            self._write(response(status, answer, close), close)
-            return
+            self._parser.feed(buffer[self._fed : end])
+        except HeadError:
+            self._hand_over()  # aiohttp's 400, from the same parser
+            return None
+        self._fed = end
+        if not complete:
+            self._wait()
+            return None
+        head = self._parser.head(buffer[:head_end])
+        if head is None:
+            self._hand_over()
+            return None
+        self._head = head
+        self._buffer = buffer[end:]
+        self._fed = 0
+        return head
+
+    def _answer(self, head: PublishHead, body: bytes) -> None:
+        # Shutting down: no more requests on this connection, as aiohttp closes its keep-alive ones.
+        self._close = head.close or not self._shared.node.accepting
+        self._busy = self._shared.tasks.start(self._publish(head, body), self._published)
+
+    async def _publish(self, head: PublishHead, body: bytes) -> None:
+        """The publish and its answer, then the next request if one is in: all from the task."""
+        try:
+            status, answer = await self._shared.api.publish_request(
+                "POST", head.target, head.query, head.app_id, body, batch=head.batch
+            )
         except Exception:
             logger.exception("answering an HTTP publish failed")
-            self._write(response(500, INTERNAL_ERROR_BODY, True), True)
-            return
-        task = self._busy = server.spawn(_finish(_Resumed(coroutine, yielded)))
-        task.add_done_callback(lambda done: self._answered(done, close))
-
-    def _answered(self, task: asyncio.Task[tuple[int, bytes]], close: bool) -> None:
+            status, answer, self._close = 500, INTERNAL_ERROR_BODY, True
         self._busy = None
         if self._closed:
             return
-        if task.cancelled() or task.exception() is not None:
-            if not task.cancelled():
-                logger.error("answering an HTTP publish failed", exc_info=task.exception())
-            self._write(response(500, INTERNAL_ERROR_BODY, True), True)
-            return
-        status, answer = task.result()
-        close = close or self._eof
+        close = self._close or self._eof
         self._write(response(status, answer, close), close)
         if self._paused:
             self._paused = False
             self._transport.resume_reading()
         self._process()
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._shared.tasks.forget(task)
+        if task.cancelled() and self._busy is task:
+            self._busy = None
+            self._write(response(500, INTERNAL_ERROR_BODY, True), True)
 
     def _write(self, wire: bytes, close: bool) -> None:
         transport = self._transport
@@ -287,7 +248,7 @@ class FastHttp(asyncio.Protocol):
     def _wait(self) -> None:
         """Waiting for input: idle or partial, the connection closes after KEEPALIVE_TIMEOUT without a request."""
         if self._timer is None:
-            self._timer = self._server.loop.call_later(KEEPALIVE_TIMEOUT, self._idle)
+            self._timer = self._shared.tasks.loop.call_later(KEEPALIVE_TIMEOUT, self._idle)
 
     def _idle(self) -> None:
         self._timer = None
@@ -305,12 +266,4 @@ class FastHttp(asyncio.Protocol):
         self._closed = True
         buffer = self._buffer
         self._buffer = b""
-        handover(self._server, self._transport, buffer)
-
-
-def handover(server: LeanServer, transport: asyncio.Transport, buffer: bytes) -> None:
-    handler = server.http()
-    transport.set_protocol(handler)
-    handler.connection_made(transport)
-    if buffer:
-        handler.data_received(buffer)
+        self._shared.hand_over(self._transport, buffer)

@@ -199,7 +199,7 @@ async def test_thousands_of_connections_leave_every_registry_empty(
     lean = server.running.lean
     if lean is not None:
         await wait_until(lambda: not lean.tasks, scaled(10))
-        assert lean.outbox._dirty == []
+        assert lean.websocket.outbox._dirty == []
 
     # Webhooks: everything queued was sent, nothing held per channel or socket.
     dispatcher = server.app[WEBHOOKS_KEY]

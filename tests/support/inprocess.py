@@ -14,11 +14,11 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from relay.adapters.base import Adapter
-from relay.app import NODE_KEY, create_app
+from relay.app import NODE_KEY
 from relay.config import AppConfig, Config
 from relay.node import Node
 from relay.protocol.ids import AppId
-from relay.server import RunningServer, start_server
+from relay.server import Server, start_server
 from tests.integration.wire import Client, connect, ws_url
 
 from .timeouts import scaled
@@ -36,7 +36,7 @@ class RelayServer:
 
     app: web.Application
     config: Config
-    running: RunningServer
+    running: Server
     stopped: bool = False
 
     @property
@@ -72,9 +72,8 @@ async def start_in_process(config: Config, adapter: Adapter | None = None) -> Re
 
     `adapter` replaces the one config.redis would choose. The caller must stop() the server.
     """
-    app = create_app(config, adapter)
-    running = await start_server(config, app)
-    return RelayServer(app, config, running)
+    running = await start_server(config, adapter)
+    return RelayServer(running.app, config, running)
 
 
 def server_config(*apps: AppConfig, transport: str, **settings: Any) -> Config:

@@ -13,9 +13,10 @@ import orjson
 import pusher.http
 import pytest
 
+from relay.adapters.local import LocalAdapter
 from relay.config import RedisConfig
 from tests.integration.wire import build_request
-from tests.support.inprocess import APP, RelayServer, RelayServerFactory
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory, server_config, start_in_process
 from tests.support.redis import RedisProcess
 from tests.support.timeouts import scaled
 
@@ -205,3 +206,25 @@ async def test_publish_that_waits_for_redis_keeps_order(
     await late.subscribed("cache-news")
     assert (await late.expect("c1", "cache-news"))["data"] == '{"a":1}'
     writer.close()
+
+
+class TimedAdapter(LocalAdapter):
+    """A cluster-state query under asyncio.timeout(), as a Redis adapter might bound its calls."""
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        async with asyncio.timeout(scaled(5)):
+            return await super().subscription_count(app_id, channel)
+
+
+async def test_publish_runs_inside_a_task(sdk: Any) -> None:
+    """asyncio.timeout() needs a current task: the fast path publishes in one, as aiohttp's handlers do."""
+    server = await start_in_process(server_config(transport="lean"), TimedAdapter())
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(raw_request(sdk, "POST", EVENTS, {**event(), "info": "subscription_count"}))
+        status, headers, body = await read_response(reader)
+        assert (status, orjson.loads(body)) == (200, {"channels": {"news": {"subscription_count": 0}}})
+        assert "server" not in headers  # the fast path answered
+        writer.close()
+    finally:
+        await server.stop()
