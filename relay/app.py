@@ -17,6 +17,7 @@ from aiohttp import web
 
 from relay.adapters.base import Adapter
 from relay.adapters.local import LocalAdapter
+from relay.admission import ConnectionAdmission
 from relay.alerts import Alerts
 from relay.apps import AppDirectory
 from relay.config import AppConfig, Config
@@ -73,7 +74,8 @@ def build_app(config: Config, adapter: Adapter | None = None) -> RelayApp:
     webhooks = create_dispatcher(config, apps, metrics, heartbeat=heartbeat)
     adapter = adapter or make_adapter(config, heartbeat)
     tokens = TokenAuthority(apps, metrics)
-    node = Node(apps, adapter, metrics, webhooks=webhooks, connect_hook=ConnectSignIn(tokens))
+    admission = ConnectionAdmission(config.connect_rate_per_node, config.connect_rate_per_ip, config.trusted_proxies)
+    node = Node(apps, adapter, metrics, webhooks=webhooks, connect_hook=ConnectSignIn(tokens), admission=admission)
     register_metrics = getattr(adapter, "register_metrics", None)  # the Redis adapter's outage and queue figures
     if callable(register_metrics):
         register_metrics(metrics)

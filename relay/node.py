@@ -24,6 +24,7 @@ from relay.adapters.base import (
     LocalSnapshot,
     LocalSubscription,
 )
+from relay.admission import ConnectionAdmission
 from relay.alerts import AlertKind
 from relay.apps import AppDirectory
 from relay.config import DEFAULT_SIGNIN_TIMEOUT, AppConfig
@@ -120,8 +121,11 @@ class Node:
         metrics: Metrics | None = None,
         webhooks: WebhookSink | None = None,
         connect_hook: ConnectHook | None = None,
+        admission: ConnectionAdmission | None = None,
     ) -> None:
         self.apps = apps
+        # Connection rates per node and per client address (relay.admission); unlimited by default.
+        self.admission = admission or ConnectionAdmission(0, 0)
         self.adapter = adapter
         self.metrics = metrics or Metrics()
         self.webhooks: WebhookSink = webhooks or NoWebhooks()

@@ -19,7 +19,7 @@ from relay.node import Node
 from relay.protocol import errors
 from relay.protocol.ids import new_socket_id
 from relay.protocol.session import Session
-from relay.transport.handshake import count_refusal, refusal
+from relay.transport.handshake import RATE_LIMITED_MESSAGE, count_rate_limited, count_refusal, refusal
 from relay.transport.limits import HARD_MESSAGE_LIMIT_FACTOR
 from relay.transport.outbox import Outbox, cut_slow_consumer, write_frames
 
@@ -140,6 +140,11 @@ class WebSocketEndpoint:
             assert refused is not None
             count_refusal(self._node.metrics, app, refused[0])
             return await self.refuse(ws, *refused)
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        limited = self._node.admission.admit(request.remote or "", ", ".join(forwarded) or None)
+        if limited is not None:
+            count_rate_limited(self._node.metrics, app, limited)
+            return await self.refuse(ws, errors.OVER_CAPACITY, RATE_LIMITED_MESSAGE)
         transport = request.transport
         if transport is None:
             return ws

@@ -5,10 +5,12 @@ Pure functions over bytes and strings, shared by the aiohttp endpoint and the le
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import fnmatch
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -17,6 +19,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from relay.config import AppConfig
 from relay.metrics import NO_APP, Metrics
 from relay.protocol import errors
+
+logger = logging.getLogger(__name__)
 
 MIN_PROTOCOL: Final = 4
 MAX_PROTOCOL: Final = 7
@@ -28,8 +32,12 @@ _HEADER_BLOCK: Final = re.compile(
     rb"[^ \t:\r\n](?:[^:\r\n]*[^ \t:\r\n])?:[^\r\n]*(?:\r\n[^ \t:\r\n](?:[^:\r\n]*[^ \t:\r\n])?:[^\r\n]*)*"
 )
 _WANTED_HEADER: Final = re.compile(
-    rb"\r\n(upgrade|connection|sec-websocket-version|sec-websocket-key|origin):([^\r\n]*)", re.IGNORECASE
+    rb"\r\n(upgrade|connection|sec-websocket-version|sec-websocket-key|origin|x-forwarded-for):([^\r\n]*)",
+    re.IGNORECASE,
 )
+
+# Headers that may be repeated: their values are joined with commas (RFC 9110 §5.3).
+_LIST_HEADERS: Final = (b"connection", b"x-forwarded-for")
 
 HEAD_TOO_LARGE: Final = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -47,6 +55,7 @@ class UpgradeRequest:
     origin: str
     accept: bytes  # Sec-WebSocket-Accept for the response
     query: str = ""  # the raw query string, for Node.open (a token at connect)
+    forwarded_for: str | None = None  # X-Forwarded-For, believed only from trusted proxies (relay.admission)
 
 
 def accept_key(websocket_key: bytes) -> bytes:
@@ -86,7 +95,7 @@ def parse_upgrade(head: bytes, app_path: str) -> UpgradeRequest | None:
         name = raw_name.lower()
         value = raw_value.strip()
         if name in headers:
-            if name != b"connection":
+            if name not in _LIST_HEADERS:
                 return None
             headers[name] += b"," + value
         else:
@@ -117,6 +126,7 @@ def parse_upgrade(head: bytes, app_path: str) -> UpgradeRequest | None:
         origin=headers.get(b"origin", b"").decode("latin-1"),
         accept=accept_key(websocket_key),
         query=query,
+        forwarded_for=headers[b"x-forwarded-for"].decode("latin-1") if b"x-forwarded-for" in headers else None,
     )
 
 
@@ -169,3 +179,18 @@ def refusal(app: AppConfig | None, key: str, protocol: str | None, origin: str) 
     if not origin_allowed(origin, app.allowed_origins):
         return errors.CONNECTION_UNAUTHORIZED, "Origin not allowed"
     return None
+
+
+# What a refused connect is told: pusher-js answers 4100 by trying again after a pause.
+RATE_LIMITED_MESSAGE: Final = "Too many new connections; try again shortly"
+
+
+def count_rate_limited(metrics: Metrics, app: AppConfig, reason: str) -> None:
+    logger.warning("connection refused: %s", reason.replace("_", " "), extra={"app_id": app.id, "reason": reason})
+    metrics.app(app.id).refused(reason)
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The socket peer's IP address ("" for a Unix socket or when the peer is gone)."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

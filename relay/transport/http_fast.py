@@ -20,6 +20,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Final
 
+import orjson
+
 from relay.http_api import HttpApi
 from relay.node import Node
 from relay.transport.http_head import MAX_FAST_HEAD, HeadError, HeadParser, PublishHead
@@ -34,6 +36,9 @@ MAX_PENDING_INPUT: Final = 1 << 16
 REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 TOO_LARGE_BODY: Final = b'{"error":"Request body is too large"}'
 INTERNAL_ERROR_BODY: Final = b'{"error":"Internal server error"}'
+# A refused body is read and dropped up to this many bytes, for at most this many seconds, before closing.
+MAX_DISCARD: Final = 64 << 20
+DISCARD_TIMEOUT: Final = 10.0
 _OK_EMPTY: Final = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 # Gives a socket, with the bytes read from it so far, to aiohttp (relay.transport.handover).
@@ -48,7 +53,18 @@ def response(status: int, body: bytes, close: bool) -> bytes:
         REASONS.get(status, b""),
         len(body),
     )
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        head += _retry_after(body)
     return head + (b"Connection: close\r\n\r\n" if close else b"\r\n") + body
+
+
+def _retry_after(body: bytes) -> bytes:
+    """The Retry-After header of a 429, from the `retry_after` its JSON body carries (relay.http_api.ApiError)."""
+    try:
+        seconds = int(orjson.loads(body)["retry_after"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        seconds = 1
+    return b"Retry-After: %d\r\n" % seconds
 
 
 class FastPath:
@@ -151,7 +167,7 @@ class FastHttp(asyncio.Protocol):
                 if head.length > shared.max_request_size:
                     endpoint = "batch_events" if head.batch else "events"
                     shared.api.count_request(head.app_id, endpoint, 413, time.perf_counter())
-                    self._write(response(413, TOO_LARGE_BODY, True), True)
+                    self._refuse_body(head.length)
                     return
                 buffer = self._buffer
             if len(buffer) < head.length:
@@ -231,6 +247,20 @@ class FastHttp(asyncio.Protocol):
             self._busy = None
             self._write(response(500, INTERNAL_ERROR_BODY, True), True)
 
+    def _refuse_body(self, length: int) -> None:
+        """413 at once, then read and drop the body the client is still sending, and only then close:
+        closing with unread input makes the kernel reset the connection, and the client would see
+        ECONNRESET instead of the answer (the official SDKs then report "request failed")."""
+        self._transport.write(response(413, TOO_LARGE_BODY, True))
+        self._closed = True
+        self._stop_timer()
+        remaining = min(length, MAX_DISCARD) - len(self._buffer)
+        self._buffer = b""
+        if remaining <= 0:
+            self._transport.close()
+            return
+        self._transport.set_protocol(Discard(self._transport, remaining, self._shared.tasks.loop))
+
     def _write(self, wire: bytes, close: bool) -> None:
         transport = self._transport
         if transport.is_closing():
@@ -267,3 +297,29 @@ class FastHttp(asyncio.Protocol):
         buffer = self._buffer
         self._buffer = b""
         self._shared.hand_over(self._transport, buffer)
+
+
+class Discard(asyncio.Protocol):
+    """Reads and drops the rest of a refused request body, then closes; bounded in bytes and time."""
+
+    __slots__ = ("_remaining", "_timer", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, remaining: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._remaining = remaining
+        self._timer = loop.call_later(DISCARD_TIMEOUT, transport.close)
+        if transport.is_reading() is False:
+            transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self._remaining -= len(data)
+        if self._remaining <= 0:
+            self._timer.cancel()
+            self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        self._timer.cancel()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()

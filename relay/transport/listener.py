@@ -20,9 +20,12 @@ from relay.protocol.ids import new_socket_id
 from relay.transport.handshake import (
     HEAD_TOO_LARGE,
     MAX_HEAD_SIZE,
+    RATE_LIMITED_MESSAGE,
+    count_rate_limited,
     count_refusal,
     may_be_upgrade,
     parse_upgrade,
+    peer_address,
     refusal,
     switching_protocols,
 )
@@ -159,6 +162,11 @@ class HeadReader(asyncio.Protocol):
             assert refused is not None
             count_refusal(node.metrics, app, refused[0])
             _refuse(transport, accepted, *refused)
+            return
+        limited = node.admission.admit(peer_address(transport), upgrade.forwarded_for)
+        if limited is not None:
+            count_rate_limited(node.metrics, app, limited)
+            _refuse(transport, accepted, errors.OVER_CAPACITY, RATE_LIMITED_MESSAGE)
             return
         socket_id = new_socket_id()
         session = node.new_session(socket_id, app, listener.tasks.loop.time())

@@ -427,6 +427,54 @@ async def test_slow_consumer_is_cut_while_others_keep_receiving(relay_server: Re
     stalled.close()
 
 
+async def test_slow_consumer_is_told_that_messages_were_dropped(relay_server: RelayServerFactory, http: Any) -> None:
+    """Once cut, a client that reads again finds, after what was queued, a pusher:error saying messages were
+    dropped and a 4100 close (pusher-js reconnects after a pause); nothing more is queued for it meanwhile."""
+    limit = 65_536
+    server = await relay_server(replace(APP, max_event_size=200_000), max_outbound_buffer=limit)
+    sdk = Api(http, server.port).sdk(APP.id, APP.key, APP.secret)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", server.port))
+    stalled_reader, stalled_writer = await asyncio.open_connection(sock=raw, limit=1024)
+    stalled = RawSocket(stalled_reader, stalled_writer)
+    await stalled.write(upgrade_request(APP_PATH, base64.b64encode(os.urandom(16))))
+    assert (await stalled.read_head())[0] == 101
+    await established(stalled)
+    await stalled.write(frame(TEXT, subscribe_frame("flood")))
+    await expect_event(stalled, "pusher_internal:subscription_succeeded")
+    stalled_writer.transport.pause_reading()
+
+    data = "x" * 100_000
+    sent = 0
+    while server.node.metrics.app(APP.id).slow_consumer_disconnects == 0:
+        assert sent < 400, "the stalled client was never cut"
+        body = {"name": "big", "channels": ["flood"], "data": f"{sent}:{data}"}
+        await Api(http, server.port).send(build_request(sdk, "POST", f"/apps/{APP.id}/events", body))
+        sent += 1
+    for extra in range(20):  # events after the cut are not queued for it
+        body = {"name": "big", "channels": ["flood"], "data": f"after-{extra}:{data}"}
+        await Api(http, server.port).send(build_request(sdk, "POST", f"/apps/{APP.id}/events", body))
+    dropped = server.node.metrics.app(APP.id).slow_consumer_bytes_dropped
+    assert 0 < dropped <= limit + 2 * len(data), dropped
+
+    stalled_writer.transport.resume_reading()
+    notice = None
+    while True:
+        received = await stalled.read_frame()
+        if received.opcode == CLOSE:
+            break
+        message = orjson.loads(received.payload)
+        assert not str(message.get("data", "")).startswith("after-"), "an event after the cut was queued"
+        if message["event"] == "pusher:error":
+            notice = message
+    assert notice is not None and notice["data"]["code"] == 4100
+    assert "dropped" in notice["data"]["message"]
+    assert int.from_bytes(received.payload[:2], "big") == 4100
+    stalled.close()
+
+
 async def test_many_connections_open_and_close_leave_nothing_behind(relay_server: RelayServerFactory) -> None:
     server = await relay_server(replace(APP, max_presence_members=1000))
     sdk = auth_sdk(APP.id, APP.key, APP.secret)
