@@ -3,6 +3,10 @@
 Sources, weakest first: defaults here, the TOML file (`--config`), Reverb's variables (`REVERB_*`),
 relay's variables (`RELAY_*`), command-line flags. Every default lives in this module; the server
 settings' names in every source are declared in relay/settings.py.
+
+Over 400 lines on purpose: the coercion of loosely typed sources (TOML, environment strings) into the
+frozen dataclasses and the cross-field validation belong with the dataclasses they build; the names of
+each setting live in relay/settings.py.
 """
 
 from __future__ import annotations

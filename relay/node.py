@@ -3,6 +3,11 @@
 It owns the socket_id → Connection map and is the only place where these parts meet. Fan-out
 encodes a WebSocket frame once per event and hands the same bytes to every local subscriber
 without awaiting.
+
+Over 400 lines on purpose: joins, leaves, fan-out and disconnects share the registry, the users map and
+the held leaves of a drain, and the hot paths (deliver, receive_nowait) stay one attribute lookup away
+from them. What only reads the node (its gauges, relay.node_gauges) and what it needs of the parts
+around it (relay.node_seams) live beside it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -27,90 +32,30 @@ from relay.adapters.base import (
 from relay.admission import ConnectionAdmission
 from relay.alerts import AlertKind
 from relay.apps import AppDirectory
-from relay.config import DEFAULT_SIGNIN_TIMEOUT, AppConfig
+from relay.config import AppConfig
 from relay.metrics import Metrics
+from relay.node_gauges import register_node_gauges
+from relay.node_seams import ConnectHook, Connection, NoWebhooks, WebhookSink, session_settings
 from relay.protocol import errors, messages, webhook_events
 from relay.protocol.actions import (
     Action,
     Close,
     Join,
     Leave,
-    Member,
     PublishClientEvent,
     Send,
     SignedIn,
 )
-from relay.protocol.channels import channel_type, is_cache, is_presence
+from relay.protocol.channels import is_cache, is_presence
 from relay.protocol.ids import SocketId
 from relay.protocol.session import Session, SessionSettings
-from relay.protocol.webhook_events import WebhookEvent, WebhookEventName
+from relay.protocol.webhook_events import WebhookEventName
 from relay.registry import ChannelRegistry
 from relay.signing import AppVerifier
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_CODE = errors.RECONNECT_IMMEDIATELY  # like soketi: clients reconnect, to another node
-
-
-class Connection(Protocol):
-    """One client socket, as the transport provides it."""
-
-    socket_id: str
-    app: AppConfig
-    session: Session
-    # The close code sent or received; 1005 for an empty close frame, 1006 for none (metrics).
-    close_code: int
-
-    def send(self, frame: bytes) -> None:
-        """Queue one JSON frame; written with the rest of this loop iteration's frames."""
-
-    def send_wire(self, wire: bytes) -> None:
-        """Queue bytes already framed for the wire (shared by every subscriber of a fan-out)."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Flush what is queued, send a close frame with `code` and end the connection."""
-
-
-class WebhookSink(Protocol):
-    def notify(self, app: AppConfig, event: WebhookEvent) -> None:
-        """Queue one webhook event for `app`; never blocks."""
-
-    def wants(self, app: AppConfig, name: str) -> bool:
-        """Whether some webhook of `app` takes events named `name` (skips work for events nobody wants)."""
-
-
-class ConnectHook(Protocol):
-    async def user(self, app: AppConfig, socket_id: str, query: str) -> Member | errors.PusherError | None:
-        """The user a new connection is signed in as from its WebSocket URL's query (a token, relay.jwt.connect),
-        None for an anonymous connection, or the error that refuses it."""
-
-
-class NoWebhooks:
-    def notify(self, app: AppConfig, event: WebhookEvent) -> None:
-        pass
-
-    def wants(self, app: AppConfig, name: str) -> bool:
-        return False
-
-
-def session_settings(app: AppConfig) -> SessionSettings:
-    return SessionSettings(
-        activity_timeout=app.activity_timeout,
-        pong_timeout=app.pong_timeout,
-        enable_client_events=app.enable_client_events,
-        client_event_rate=app.client_event_rate,
-        max_message_size=app.max_message_size,
-        max_presence_member_size=app.max_presence_member_size,
-        user_authentication_timeout=signin_deadline(app),
-        max_channels=app.max_channels_per_connection,
-    )
-
-
-def signin_deadline(app: AppConfig) -> float:
-    """Seconds a connection has to sign in, 0 when sign-in is optional."""
-    if app.user_authentication_timeout > 0:
-        return app.user_authentication_timeout
-    return DEFAULT_SIGNIN_TIMEOUT if app.enable_user_authentication else 0.0
 
 
 class Node:
@@ -143,53 +88,7 @@ class Node:
         # so the same user back on another node meanwhile is no member_removed/member_added flap.
         self.presence_hold = 0.0
         self._held_leaves: set[asyncio.Task[None]] = set()
-        self.register_metrics(self.metrics)
-
-    def register_metrics(self, metrics: Metrics) -> None:
-        """What /metrics reads from the node at scrape time: open connections, subscriptions, readiness."""
-        for app in self.apps:
-            metrics.app(app.id)  # every configured app shows from the first scrape, at zero
-        metrics.add_gauge("relay_connections", "WebSocket connections open now", ("app_id",), self._connection_counts)
-        metrics.add_gauge(
-            "relay_subscriptions",
-            "Subscriptions on this node, by channel kind",
-            ("app_id", "kind"),
-            self._subscriptions,
-        )
-        metrics.add_gauge(
-            "relay_channels",
-            "Occupied channels on this node, by channel kind",
-            ("app_id", "kind"),
-            self._channel_counts,
-        )
-        metrics.add_gauge("relay_ready", "1 while /ready answers 200", (), lambda: [((), float(self.accepting))], "min")
-        metrics.add_gauge(
-            "relay_draining",
-            "1 while connections are closed before a stop",
-            (),
-            lambda: [((), float(self.draining))],
-            "max",
-        )
-
-    def _connection_counts(self) -> list[tuple[tuple[str, ...], float]]:
-        counts = {app.id: 0 for app in self.apps}
-        for connection in self.connections.values():
-            counts[connection.app.id] = counts.get(connection.app.id, 0) + 1
-        return [((app_id,), count) for app_id, count in sorted(counts.items())]
-
-    def _by_kind(self, subscribers: bool) -> list[tuple[tuple[str, ...], float]]:
-        counts: dict[tuple[str, str], int] = {}
-        for app_id, channels in self.registry.apps():
-            for channel, count in channels:
-                key = (app_id, channel_type(channel).kind.value)
-                counts[key] = counts.get(key, 0) + (count if subscribers else 1)
-        return [(key, value) for key, value in sorted(counts.items())]
-
-    def _subscriptions(self) -> list[tuple[tuple[str, ...], float]]:
-        return self._by_kind(subscribers=True)
-
-    def _channel_counts(self) -> list[tuple[tuple[str, ...], float]]:
-        return self._by_kind(subscribers=False)
+        register_node_gauges(self.metrics, self)
 
     # Life cycle ----------------------------------------------------------------------------------
 
