@@ -129,6 +129,13 @@ SETTINGS: Final = (
     Setting(
         "trusted_proxies",
         "addresses or CIDR blocks whose `X-Forwarded-For` is believed (the proxy in front of relay)",
+        "console_token",
+        "admin token of the live debug console at `{path}/console`, at least 16 characters; "
+        "empty: no console, see [Debug console](#debug-console)",
+    ),
+    Setting(
+        "console_allow_insecure",
+        "`true`: the console also answers plain HTTP from other machines (the token crosses the network in clear)",
     ),
     Setting(
         "metrics_dir",
