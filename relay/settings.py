@@ -147,6 +147,8 @@ SETTINGS: Final = (
 def _default_cell(value: object) -> str:
     if value is None or value == ():
         return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"  # as written in TOML
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return f"`{value}`" if value != "" else '`""`'

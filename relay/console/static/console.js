@@ -36,10 +36,10 @@ function rowFor(line) {
   cell(row, line.kind.replace('_', ' '), 'kind');
   cell(row, line.channel, 'channel');
   cell(row, line.event, 'event');
-  cell(row, line.socket_id);
-  cell(row, line.detail);
+  cell(row, line.socket_id, 'socket');
+  cell(row, line.detail, 'detail');
   cell(row, line.data, 'data');
-  cell(row, line.node);
+  cell(row, line.node, 'node');
   return row;
 }
 
@@ -98,7 +98,7 @@ function showChannels(channels) {
     if (channel.members) {
       const members = document.createElement('div');
       members.className = 'members';
-      members.textContent = `${channel.user_count} members: ${channel.members.join(', ')}`;
+      members.textContent = `${channel.user_count} member${channel.user_count === 1 ? '' : 's'}: ${channel.members.join(', ')}`;
       name.appendChild(members);
     }
     row.appendChild(name);
