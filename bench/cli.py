@@ -185,7 +185,11 @@ class Runner:
                 handle.name = server
                 if server == "relay-console":
                     generator_core = self.args.generator_cpus if self.args.pin else ""
-                    await open_console(handle, CONSOLE_TOKEN, generator_core, self.logdir, self.args.relay_python)
+                    try:
+                        await open_console(handle, CONSOLE_TOKEN, generator_core, self.logdir, self.args.relay_python)
+                    except BaseException:
+                        handle.stop()
+                        raise
             else:
                 handle = await start_soketi(
                     [p + 100 for p in ports], self.app, self.server_core, self.logdir, redis_url
