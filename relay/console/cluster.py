@@ -96,7 +96,7 @@ class ConsoleRelay:
 
     @property
     def dropped(self) -> int:
-        """Events other nodes could not forward, since they started."""
+        """Lines other nodes could not forward, since they started."""
         return sum(self.remote_dropped.values())
 
     async def _run(self) -> None:
@@ -144,10 +144,14 @@ class ConsoleRelay:
             events = self._outbox.take()
             if events:
                 payload = [event.as_json() for event in events]
-                await self._publish(client, {"t": "events", "events": payload, "dropped": self._outbox.dropped})
+                await self._publish(client, {"t": "events", "events": payload, "dropped": self._dropped()})
         if now >= self._next_figures:
             self._next_figures = now + WATCH_INTERVAL
-            await self._publish(client, {"t": "figures", "figures": self._figures(), "dropped": self._outbox.dropped})
+            await self._publish(client, {"t": "figures", "figures": self._figures(), "dropped": self._dropped()})
+
+    def _dropped(self) -> int:
+        """What this node could not forward: over its tap's budget, or beyond its outbox."""
+        return self._tap.dropped + self._outbox.dropped
 
     async def _publish(self, client: Redis, message: dict[str, Any]) -> None:
         await client.publish(self._channel, orjson.dumps({**message, "node": self._node}))

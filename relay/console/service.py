@@ -67,10 +67,11 @@ class Console:
         """A new page, and the cluster's drop count it starts from."""
         if not self.tap.active:
             self._figures = self._sampler.sample(asyncio.get_running_loop().time())
-        return self.pages.open(app_id), self.remote_dropped()
+        return self.pages.open(app_id), self.dropped()
 
-    def remote_dropped(self) -> int:
-        return 0 if self.relay is None else self.relay.dropped
+    def dropped(self) -> int:
+        """Lines the cluster's taps and relays could not pass on, since they started."""
+        return self.tap.dropped + (0 if self.relay is None else self.relay.dropped)
 
     async def status(self, page: LivePage, dropped_before: int) -> dict[str, Any]:
         """What a page shows besides the log: figures and channels of the whole cluster, and what it missed."""
@@ -84,7 +85,7 @@ class Console:
         except Exception as error:  # Redis away: the log and figures still flow
             logger.warning("console: reading channels of app_id=%s failed: %r", page.app_id, error)
             status["channels_error"] = "Cluster state is unavailable (Redis?)"
-        status["dropped"] = page.dropped + self.remote_dropped() - dropped_before
+        status["dropped"] = page.dropped + self.dropped() - dropped_before
         return status
 
     async def _channels(self, app_id: AppId) -> list[dict[str, Any]]:

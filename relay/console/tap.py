@@ -17,6 +17,9 @@ import orjson
 
 # Longest payload shown; longer ones end with an ellipsis and say how long they were.
 MAX_DATA: Final = 500
+# Log lines per second a node hands to consoles; beyond it lines are dropped (and counted) before they
+# are even built: nobody reads faster, and a busy node keeps its CPU for its clients.
+LINE_BUDGET: Final = 1_000
 
 
 class Kind(enum.StrEnum):
@@ -100,10 +103,15 @@ class ConsoleTap:
     """Fans events out to the attached sinks: this node's open pages, and the cluster relay when a console
     is open on another node. `active` is True exactly while a sink is attached."""
 
-    def __init__(self, node: str = "") -> None:
+    def __init__(self, node: str = "", budget: int = LINE_BUDGET) -> None:
         self.active = False
         self.node = node
+        # Lines over the budget, since start.
+        self.dropped = 0
         self._sinks: list[ConsoleSink] = []
+        self._budget = budget
+        self._window_start = 0.0
+        self._left = budget
 
     def attach(self, sink: ConsoleSink) -> None:
         if sink not in self._sinks:
@@ -115,7 +123,20 @@ class ConsoleTap:
             self._sinks.remove(sink)
         self.active = bool(self._sinks)
 
+    def admit(self) -> bool:
+        """Whether one more line fits this second's budget; counts it as dropped when not."""
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._left = self._budget
+        if self._left <= 0:
+            self.dropped += 1
+            return False
+        self._left -= 1
+        return True
+
     def emit(self, kind: Kind, app_id: str, **fields: str) -> None:
+        """One line to every sink; callers check admit() first."""
         event = ConsoleEvent(kind, app_id, time.time(), node=self.node, **fields)
         for sink in self._sinks:
             sink.put(event)
@@ -123,21 +144,29 @@ class ConsoleTap:
     # What the node reports -----------------------------------------------------------------------
 
     def connected(self, app_id: str, socket_id: str) -> None:
+        if not self.admit():
+            return
         self.emit(Kind.CONNECTED, app_id, socket_id=socket_id)
 
     def disconnected(self, app_id: str, socket_id: str, code: int) -> None:
+        if not self.admit():
+            return
         self.emit(Kind.DISCONNECTED, app_id, socket_id=socket_id, detail=f"close code {code}")
 
     def subscribed(self, app_id: str, socket_id: str, channel: str, user_id: str | None = None) -> None:
+        if not self.admit():
+            return
         detail = "" if user_id is None else f"user_id {truncate(user_id)}"
         self.emit(Kind.SUBSCRIBED, app_id, socket_id=socket_id, channel=channel, detail=detail)
 
     def unsubscribed(self, app_id: str, socket_id: str, channel: str) -> None:
+        if not self.admit():
+            return
         self.emit(Kind.UNSUBSCRIBED, app_id, socket_id=socket_id, channel=channel)
 
     def sent(self, app_id: str, socket_id: str, frame: bytes) -> None:
         """A frame the node sent to one client: only errors are worth a line."""
-        if b"error" not in frame:
+        if b"error" not in frame or not self.admit():
             return
         try:
             message = orjson.loads(frame)
@@ -166,10 +195,14 @@ class ConsoleTap:
         )
 
     def api_event(self, app_id: str, channel: str, event: str, data: str, except_socket_id: str) -> None:
+        if not self.admit():
+            return
         detail = f"except {except_socket_id}" if except_socket_id else ""
         self.emit(Kind.API_EVENT, app_id, channel=channel, event=event, data=truncate(data), detail=detail)
 
     def client_event(self, app_id: str, socket_id: str, channel: str, event: str, data: object) -> None:
+        if not self.admit():
+            return
         text = data if isinstance(data, str) else orjson.dumps(data).decode()
         self.emit(Kind.CLIENT_EVENT, app_id, socket_id=socket_id, channel=channel, event=event, data=truncate(text))
 
@@ -177,6 +210,8 @@ class ConsoleTap:
 
     def webhook(self, app_id: str, host: str, events: Iterable[Mapping[str, object]], error: str | None) -> None:
         """A webhook request to `host` (never the full URL: it may carry a token) carrying `events`."""
+        if not self.admit():
+            return
         names = ", ".join(
             " ".join(str(event[field]) for field in ("name", "channel") if field in event) for event in events
         )

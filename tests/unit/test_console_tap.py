@@ -155,3 +155,14 @@ def test_a_short_console_token_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match="console_token: must be at least 16 characters"):
         load_config(env={"RELAY_CONSOLE_TOKEN": "short"})
     assert load_config(env={"RELAY_CONSOLE_TOKEN": TOKEN}).console_token == TOKEN
+
+
+def test_lines_over_the_budget_are_dropped_before_they_are_built_and_counted() -> None:
+    tap = ConsoleTap(budget=2)
+    sink = Collect()
+    tap.attach(sink)
+    for index in range(5):
+        tap.api_event("1", f"c{index}", "e", "d", "")
+    tap.sent("1", "1.2", messages.subscription_succeeded("news"))  # no line: not counted either
+    assert [event.channel for event in sink.events] == ["c0", "c1"]
+    assert tap.dropped == 3
