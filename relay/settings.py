@@ -129,6 +129,8 @@ SETTINGS: Final = (
     Setting(
         "trusted_proxies",
         "addresses or CIDR blocks whose `X-Forwarded-For` is believed (the proxy in front of relay)",
+    ),
+    Setting(
         "console_token",
         "admin token of the live debug console at `{path}/console`, at least 16 characters; "
         "empty: no console, see [Debug console](#debug-console)",
