@@ -29,7 +29,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATUS_INTERVAL: Final = 1.0
 # Log lines are gathered this long after the first one, then written in one stream message.
 BATCH_DELAY: Final = 0.1
-STATIC_TYPES: Final = {"console.css": "text/css", "console.js": "text/javascript"}
+STATIC_TYPES: Final = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 # Page headers: nothing from elsewhere, not framed, not cached.
 PAGE_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -64,6 +64,7 @@ class ConsoleRoutes:
         router.add_post(f"{base}/login", self._guarded(self.login, public=True))
         router.add_post(f"{base}/logout", self._guarded(self.logout, public=True))
         router.add_get(f"{base}/static/console.css", self._guarded(self.static, public=True))
+        router.add_get(f"{base}/static/favicon.svg", self._guarded(self.static, public=True))
         router.add_get(f"{base}/static/console.js", self._guarded(self.static))
         router.add_get(f"{base}/apps", self._guarded(self.apps))
         router.add_get(f"{base}/stream", self._guarded(self.stream))
