@@ -127,6 +127,9 @@ class ConsoleRoutes:
         app = self._apps.by_id(request.query.get("app_id", ""))
         if app is None:
             return _json({"error": "Unknown app_id"}, 404)
+        node = self._console.node
+        if not node.accepting:
+            return _json({"error": "The server is shutting down"}, 503)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
@@ -135,7 +138,8 @@ class ConsoleRoutes:
         loop = asyncio.get_running_loop()
         next_status = loop.time()
         try:
-            while True:
+            # Ends when shutdown begins, so an open console never holds the drain up.
+            while node.accepting:
                 await page.wait(max(0.0, next_status - loop.time()))
                 if page.pending:
                     await asyncio.sleep(BATCH_DELAY)
