@@ -11,8 +11,8 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from tests.integration.conftest import APP, RelayServer, RelayServerFactory
 from tests.integration.wire import TIMEOUT, auth_sdk, private_auth
+from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
 TOKEN: Final = "console-integration-token-0123"
 BEARER: Final = {"Authorization": f"Bearer {TOKEN}"}
