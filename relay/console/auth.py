@@ -12,6 +12,8 @@ from typing import Final
 
 from aiohttp import web
 
+from relay.admission import Network, client_address
+
 COOKIE: Final = "relay_console"
 
 
@@ -29,10 +31,11 @@ def is_loopback(address: str | None) -> bool:
 
 
 class ConsoleAuth:
-    def __init__(self, token: str, allow_insecure: bool) -> None:
+    def __init__(self, token: str, allow_insecure: bool, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self._token = token.encode()
         self._cookie = cookie_value(token).encode()
         self.allow_insecure = allow_insecure
+        self._trusted = trusted_proxies
 
     def is_token(self, candidate: str) -> bool:
         return hmac.compare_digest(candidate.encode(), self._token)
@@ -45,13 +48,25 @@ class ConsoleAuth:
         return bool(cookie) and hmac.compare_digest(cookie.encode(), self._cookie)
 
     def insecure_problem(self, request: web.Request) -> str:
-        """Why this request must be refused: the token would cross a network in clear. "" when it is fine."""
-        if self.allow_insecure or request.secure or is_loopback(request.remote):
+        """Why this request must be refused: the token would cross a network in clear. "" when it is fine.
+
+        Through a trusted proxy (`trusted_proxies`, which sets X-Forwarded-For) the browser's link is the
+        proxy's: its X-Forwarded-Proto and the client's address count, not the proxy's plain HTTP to relay.
+        """
+        if self.allow_insecure:
+            return ""
+        peer = request.remote or ""
+        client = client_address(peer, request.headers.get("X-Forwarded-For"), self._trusted)
+        if client != peer:
+            secure = request.headers.get("X-Forwarded-Proto", "").lower() == "https" or is_loopback(client)
+        else:
+            secure = request.secure or is_loopback(peer)
+        if secure:
             return ""
         return (
-            f"The console refuses plain HTTP from {request.remote}: the admin token would cross the network "
-            "in clear. Serve relay behind TLS (a proxy on this machine, like the example Caddyfile), or set "
-            "console_allow_insecure = true if this network is trusted."
+            f"The console refuses plain HTTP from {client or 'an unknown address'}: the admin token would cross "
+            "the network in clear. Serve relay behind TLS (a proxy like the example Caddyfile, listed in "
+            "trusted_proxies), or set console_allow_insecure = true if this network is trusted."
         )
 
     def login_cookie(self, response: web.StreamResponse, path: str, secure: bool) -> None:

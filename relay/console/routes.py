@@ -15,6 +15,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from relay.admission import parse_networks
 from relay.apps import AppDirectory
 from relay.config import Config
 from relay.console.auth import COOKIE, ConsoleAuth, is_loopback
@@ -74,7 +75,7 @@ class ConsoleRoutes:
         async def guarded(request: web.Request) -> web.StreamResponse:
             problem = self._auth.insecure_problem(request)
             if problem:
-                logger.warning("console: refused plain HTTP from %s (console_allow_insecure is off)", request.remote)
+                logger.warning("console: %s", problem)
                 return _json({"error": problem}, 403)
             if public or self._auth.is_authorized(request):
                 return await handler(request)
@@ -186,9 +187,8 @@ def add_console(app: web.Application, console_node: Node, apps: AppDirectory, co
     if not config.console_token:
         return
     console = Console(console_node, config)
-    ConsoleRoutes(
-        console, apps, ConsoleAuth(config.console_token, config.console_allow_insecure), config.path
-    ).add_routes(app.router)
+    auth = ConsoleAuth(config.console_token, config.console_allow_insecure, parse_networks(config.trusted_proxies))
+    ConsoleRoutes(console, apps, auth, config.path).add_routes(app.router)
     if not config.console_allow_insecure and not is_loopback(config.host):
         logger.warning(
             "console: %s/console answers plain HTTP from this machine only; put TLS in front of relay "

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from relay.admission import parse_networks
 from relay.config import ConfigError, load_config
 from relay.console.auth import COOKIE, ConsoleAuth, cookie_value
 from relay.console.pages import ConsolePages, LivePage
@@ -149,6 +150,17 @@ def test_plain_http_from_another_machine_is_refused_unless_allowed() -> None:
     assert strict.insecure_problem(_request("127.0.0.1")) == ""
     assert strict.insecure_problem(_request("::1")) == ""
     assert relaxed.insecure_problem(_request("192.0.2.7")) == ""
+
+
+def test_through_a_trusted_proxy_the_browsers_own_link_counts() -> None:
+    auth = ConsoleAuth(TOKEN, allow_insecure=False, trusted_proxies=parse_networks(["127.0.0.1"]))
+    plain = {"X-Forwarded-For": "192.0.2.7", "X-Forwarded-Proto": "http"}
+    tls = {"X-Forwarded-For": "192.0.2.7", "X-Forwarded-Proto": "https"}
+    # A proxy on this machine serving plain HTTP to the world: the token would still cross in clear.
+    assert "from 192.0.2.7" in auth.insecure_problem(_request("127.0.0.1", plain))
+    assert auth.insecure_problem(_request("127.0.0.1", tls)) == ""
+    # Forwarded headers from a peer that is no trusted proxy are not believed.
+    assert "from 192.0.2.9" in auth.insecure_problem(_request("192.0.2.9", tls))
 
 
 def test_a_short_console_token_is_refused_at_start() -> None:
