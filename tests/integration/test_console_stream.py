@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, Final
 
 import aiohttp
 import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from relay.config import WebhookConfig, WebhookSettings
 from tests.integration.wire import TIMEOUT, auth_sdk, private_auth
 from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
@@ -145,3 +149,27 @@ async def test_a_bad_test_event_gets_a_clear_4xx(relay_server: RelayServerFactor
             assert response.status == 415
         async with session.post(url, json=good, headers=BEARER) as response:
             assert (response.status, await response.json()) == (200, {"ok": True})
+
+
+async def test_webhooks_sent_and_failed_show_their_host_and_events_never_their_url(
+    relay_server: RelayServerFactory,
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=200 if request.path == "/ok" else 500)
+
+    receiver = web.Application()
+    receiver.router.add_post("/{name}", answer)
+    async with TestServer(receiver, host="127.0.0.1") as hooks:
+        ok, failing = (f"http://127.0.0.1:{hooks.port}/{name}?token=hook-secret" for name in ("ok", "fail"))
+        app = replace(APP, webhooks=(WebhookConfig(ok), WebhookConfig(failing)))
+        # The failing delivery is still being retried at teardown: give it no time then.
+        relay = await relay_server(app, console_token=TOKEN, webhook=WebhookSettings(shutdown_deadline=0.1))
+        async with console_stream(relay) as stream:
+            client = await relay.connect()
+            await client.subscribed("news")
+            sent = await stream.line("webhook_sent")
+            failed = await stream.line("webhook_failed")
+            assert sent["detail"] == "to 127.0.0.1: channel_occupied news"
+            assert failed["detail"].startswith("to 127.0.0.1: channel_occupied news: ")
+            assert b"hook-secret" not in stream.raw + orjson.dumps(stream.lines)
+            await client.close()
