@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from relay.backoff import Backoff
 from relay.console.pages import ConsolePages
-from relay.console.tap import ConsoleEvent, ConsoleTap
+from relay.console.tap import ConsoleEvent, ConsoleTap, decode_object
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +157,8 @@ class ConsoleRelay:
         await client.publish(self._channel, orjson.dumps({**message, "node": self._node}))
 
     def _received(self, payload: bytes) -> None:
-        try:
-            message = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(message, dict):
+        message = decode_object(payload)
+        if message is None:
             return
         node = message.get("node")
         if not isinstance(node, str) or node == self._node:

@@ -88,6 +88,15 @@ class ConsoleEvent:
         )
 
 
+def decode_object(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object (a frame, a message between nodes), or None for anything else."""
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
 def truncate(text: str) -> str:
     if len(text) <= MAX_DATA:
         return text
@@ -168,11 +177,8 @@ class ConsoleTap:
         """A frame the node sent to one client: only errors are worth a line."""
         if b"error" not in frame or not self.admit():
             return
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(message, dict):
+        message = decode_object(frame)
+        if message is None:
             return
         name = message.get("event")
         if name not in ("pusher:error", "pusher:subscription_error"):
