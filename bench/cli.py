@@ -13,6 +13,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import Final
 
 import orjson
 import uvloop
@@ -26,6 +27,7 @@ from bench.servers import (
     REPO_ROOT,
     App,
     ServerHandle,
+    open_console,
     relay_available,
     soketi_available,
     start_redis,
@@ -37,13 +39,17 @@ from bench.sizes import FULL, QUICK
 from bench.target import Target
 from bench.workers import WorkerPool, c_receiver_ready
 
+# The `relay-console` server's console token (loopback only, thrown away with the server).
+CONSOLE_TOKEN: Final = "bench-console-token-0123456789"
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     p.add_argument(
         "--servers",
         default="relay,soketi",
-        help="comma-separated: relay, relay-workers (relay --workers N on one port, with a Redis), soketi "
+        help="comma-separated: relay, relay-workers (relay --workers N on one port, with a Redis), relay-console "
+        "(relay with one debug console open all along), soketi "
         "(default relay,soketi; relay skipped if relay/cli.py is missing)",
     )
     p.add_argument(
@@ -163,7 +169,7 @@ class Runner:
             redis_proc = await start_redis(self.args.redis_port, self.server_core, self.logdir)
             redis_url = f"redis://127.0.0.1:{self.args.redis_port}"
         try:
-            if server in ("relay", "relay-workers"):
+            if server in ("relay", "relay-workers", "relay-console"):
                 handle = await start_relay(
                     ports,
                     self.app,
@@ -174,8 +180,16 @@ class Runner:
                     self.args.relay_workers if server == "relay-workers" else 0,
                     self.args.relay_source,
                     self.args.relay_arg,
+                    CONSOLE_TOKEN if server == "relay-console" else "",
                 )
                 handle.name = server
+                if server == "relay-console":
+                    generator_core = self.args.generator_cpus if self.args.pin else ""
+                    try:
+                        await open_console(handle, CONSOLE_TOKEN, generator_core, self.logdir, self.args.relay_python)
+                    except BaseException:
+                        handle.stop()
+                        raise
             else:
                 handle = await start_soketi(
                     [p + 100 for p in ports], self.app, self.server_core, self.logdir, redis_url
@@ -222,7 +236,7 @@ class Runner:
                 self.log("relay: skipped, relay/cli.py does not exist yet")
             elif name == "soketi" and not soketi_available():
                 self.log("soketi: skipped, bench/soketi/node_modules missing (run bench/run, which installs it)")
-            elif name in ("relay", "relay-workers", "soketi"):
+            elif name in ("relay", "relay-workers", "relay-console", "soketi"):
                 chosen.append(name)
             else:
                 raise SystemExit(f"unknown server {name!r}")
@@ -298,7 +312,11 @@ class Runner:
 
 
 def all_ratio_lines(results: list[Result]) -> list[str]:
-    return ratio_lines(results) + ratio_lines(results, numerator="relay-workers")
+    return (
+        ratio_lines(results)
+        + ratio_lines(results, numerator="relay-workers")
+        + ratio_lines(results, numerator="relay-console", denominator="relay")
+    )
 
 
 def machine_info() -> dict[str, str | int]:

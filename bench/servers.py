@@ -127,8 +127,11 @@ async def start_relay(
     workers: int = 0,
     source: Path = REPO_ROOT,
     extra_args: list[str] | None = None,
+    console_token: str = "",
 ) -> ServerHandle:
-    """One relay node per port; with several ports (or workers) they share `redis_url`."""
+    """One relay node per port; with several ports (or workers) they share `redis_url`.
+
+    `console_token`: the debug console is on (RELAY_CONSOLE_TOKEN); open_console() opens one."""
     handle = ServerHandle("relay", [], [])
     try:
         for port in ports:
@@ -144,6 +147,8 @@ async def start_relay(
             env = os.environ.copy()
             # `source` may be a snapshot of relay (git archive) while the work tree is mid-edit.
             env["PYTHONPATH"] = str(source) + os.pathsep + env.get("PYTHONPATH", "")
+            if console_token:
+                env["RELAY_CONSOLE_TOKEN"] = console_token
             proc = _spawn(_pin(cmd, core), log, env, cwd=source)
             handle.procs.append(proc)
             handle.logs.append(log)
@@ -198,6 +203,21 @@ async def start_soketi(ports: list[int], app: App, core: str, logdir: Path, redi
         handle.stop()
         raise
     return handle
+
+
+async def open_console(handle: ServerHandle, token: str, core: str, logdir: Path, python: str) -> None:
+    """One console stream held open on the first node by bench/console_viewer.py (pinned with the generator,
+    stopped before the server); returns once the stream is open. Its summary goes to console-viewer-*.log."""
+    target = handle.targets[0]
+    log = logdir / f"console-viewer-{time.strftime('%H%M%S')}-{target.port}.log"
+    cmd = [python, "-m", "bench.console_viewer", target.host, str(target.port), target.app_id, token]
+    proc = _spawn(_pin(cmd, core), log, os.environ.copy())
+    handle.procs.insert(0, proc)
+    deadline = time.monotonic() + 10
+    while b"stream open" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the console viewer did not open its stream; log {log}")
+        await asyncio.sleep(0.05)
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = REPO_ROOT) -> subprocess.Popen[bytes]:

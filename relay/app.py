@@ -21,6 +21,7 @@ from relay.admission import ConnectionAdmission
 from relay.alerts import Alerts
 from relay.apps import AppDirectory
 from relay.config import AppConfig, Config
+from relay.console.routes import add_console
 from relay.http_api import HttpApi, json_errors
 from relay.jwt.authority import TokenAuthority
 from relay.jwt.connect import ConnectSignIn
@@ -109,6 +110,7 @@ def build_app(config: Config, adapter: Adapter | None = None) -> RelayApp:
     http_api.add_routes(app.router)
     WebhookApi(http_api, webhooks, prefix).add_routes(app.router)
     JwtAuthEndpoints(apps, tokens, prefix).add_routes(app.router)
+    add_console(app, node, apps, config)
     # Any other path: a WebSocket upgrade gets close code 4005, plain HTTP a JSON 404.
     app.router.add_get("/{tail:.*}", endpoint.wrong_path)
 

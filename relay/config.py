@@ -160,6 +160,10 @@ class Config:
     connect_rate_per_node: float = 0.0
     # Peers whose X-Forwarded-For names the client (addresses or CIDR blocks): the proxy in front of relay.
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Admin token of the live console at {path}/console; empty: no console.
+    console_token: str = ""
+    # Serve the console over plain HTTP to other machines too (the token then crosses the network in clear).
+    console_allow_insecure: bool = False
     # Set by `--workers` for its workers (RELAY_METRICS_DIR): where they share their /metrics figures.
     metrics_dir: str = ""
     # True when no app was configured and the development app was generated.
@@ -432,6 +436,8 @@ def validate(config: Config) -> None:
     for index, url in enumerate(config.alerts.urls):
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"alerts.urls[{index}]: must be an http:// or https:// URL")
+    if config.console_token and len(config.console_token) < 16:
+        raise ConfigError("console_token: must be at least 16 characters (e.g. `openssl rand -hex 24`)")
     if config.transport not in ("lean", "aiohttp"):
         raise ConfigError(f"transport: expected lean or aiohttp, got {config.transport!r}")
     seen_ids: set[str] = set()

@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from relay.alerts import Alerts
+from relay.console.tap import ConsoleTap
 
 # Seconds. HTTP API requests and publish-to-write are mostly sub-millisecond on loopback; the upper
 # buckets catch a stalled event loop or a slow Redis.
@@ -113,6 +114,8 @@ class Metrics:
         self.share: Callable[[list[Metric]], list[Metric]] | None = None
         # Alerts ride along: every place that counts an incident can also tell a human about it.
         self.alerts = Alerts((), 0.0)
+        # And the live console: every place that counts traffic can show it there while one is open.
+        self.tap = ConsoleTap()
         self.add_counter(
             "relay_alerts_posted", "Operational alerts posted", (), lambda: [((), self.alerts.counts.posted)]
         )
@@ -144,6 +147,10 @@ class Metrics:
     ) -> None:
         """`read()` gives (label values, value) pairs at scrape time; `merge` combines workers."""
         self._gauges.append(_Reader(name, documentation, labels, read, merge))
+
+    def read_gauge(self, name: str) -> list[tuple[Labels, float]]:
+        """A registered gauge's current (label values, value) pairs; empty when no owner registered it."""
+        return [reading for gauge in self._gauges if gauge.name == name for reading in gauge.read()]
 
     def add_counter(self, name: str, documentation: str, labels: Labels, read: Callable[[], Reading]) -> None:
         """A monotonic count kept by its owner (webhooks, Redis); exported as `<name>_total`."""

@@ -188,6 +188,8 @@ class Node:
             return False
         self.connections[connection.socket_id] = connection
         self.metrics.app(app.id).connections_opened += 1
+        if self.metrics.tap.active:
+            self.metrics.tap.connected(app.id, connection.socket_id)
         connection.send(messages.connection_established(connection.socket_id, app.activity_timeout))
         if user is not None:
             await self._execute(connection, connection.session.sign_in(user.user_id, user.user_info))
@@ -227,6 +229,8 @@ class Node:
         session = connection.session
         app = connection.app
         self.metrics.app(app.id).closed(connection.close_code)
+        if self.metrics.tap.active:
+            self.metrics.tap.disconnected(app.id, socket_id, connection.close_code)
         for leave in session.close():
             if self.presence_hold > 0 and leave.user_id is not None and is_presence(leave.channel):
                 self._hold_leave(connection, leave)
@@ -278,6 +282,8 @@ class Node:
             match action:
                 case Send():
                     connection.send(action.frame)
+                    if self.metrics.tap.active:
+                        self.metrics.tap.sent(connection.app.id, connection.socket_id, action.frame)
                 case Close():
                     connection.close(action.code, action.reason)
                 case PublishClientEvent():
@@ -306,6 +312,8 @@ class Node:
                     limit = f"Presence channel is full ({app.max_presence_members} members)"
                     frame = messages.subscription_error(channel, "LimitReached", limit, errors.OVER_CAPACITY)
                     connection.send(frame)
+                    if self.metrics.tap.active:
+                        self.metrics.tap.sent(app.id, socket_id, frame)
                     return
             if not self.registry.subscribers(app.id, channel):
                 self.adapter.channel_occupied_locally(app.id, channel)
@@ -325,6 +333,8 @@ class Node:
             connection.send(messages.subscription_succeeded(channel))
         else:
             connection.send(messages.presence_subscription_succeeded(channel, members))
+        if self.metrics.tap.active:
+            self.metrics.tap.subscribed(app.id, socket_id, channel, None if member is None else member.user_id)
         if member is not None and first_for_user:
             frame = messages.member_added(channel, member.user_id, member.user_info)
             self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame, socket_id))
@@ -348,6 +358,8 @@ class Node:
             return
         if self.registry.remove(app.id, channel, socket_id):
             self.adapter.channel_vacated_locally(app.id, channel)
+        if self.metrics.tap.active:
+            self.metrics.tap.unsubscribed(app.id, socket_id, channel)
         if leave.user_id is not None and is_presence(channel):
             if await self.adapter.remove_member(app.id, channel, socket_id, leave.user_id):
                 self.member_removed(app, channel, leave.user_id)
@@ -370,6 +382,8 @@ class Node:
     def _client_event(self, connection: Connection, event: PublishClientEvent) -> None:
         app = connection.app
         self.metrics.app(app.id).client_events += 1
+        if self.metrics.tap.active:
+            self.metrics.tap.client_event(app.id, connection.socket_id, event.channel, event.event, event.data)
         envelope = Envelope(
             EnvelopeKind.EVENT, app.id, event.channel, event.frame, connection.socket_id, accepted_at=self._loop_time()
         )
@@ -450,6 +464,8 @@ class Node:
         """An HTTP API event: one frame per channel, encoded once, published once."""
         accepted_at = self._loop_time()
         for channel in channels:
+            if self.metrics.tap.active:
+                self.metrics.tap.api_event(app.id, channel, event, data, except_socket_id)
             frame = messages.channel_event(event, channel, data)
             if is_cache(channel):
                 cached = CachedEvent(event, data, time.time() + app.cache_ttl)

@@ -131,6 +131,15 @@ SETTINGS: Final = (
         "addresses or CIDR blocks whose `X-Forwarded-For` is believed (the proxy in front of relay)",
     ),
     Setting(
+        "console_token",
+        "admin token of the live debug console at `{path}/console`, at least 16 characters; "
+        "empty: no console, see [Debug console](#debug-console)",
+    ),
+    Setting(
+        "console_allow_insecure",
+        "`true`: the console also answers plain HTTP from other machines (the token crosses the network in clear)",
+    ),
+    Setting(
         "metrics_dir",
         "set by `--workers` for its workers (where they share their `/metrics` figures); not an operator setting",
     ),
@@ -140,6 +149,8 @@ SETTINGS: Final = (
 def _default_cell(value: object) -> str:
     if value is None or value == ():
         return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"  # as written in TOML
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return f"`{value}`" if value != "" else '`""`'

@@ -105,6 +105,8 @@ class Deliverer:
             body = webhook_body(attempt, started)
             headers = webhook_headers(app.key, app.secret, body, delivery.id, target.headers)
             error = await post_webhook(self._session, delivery.url, body, headers, self._settings.request_timeout)
+            if self.metrics is not None and self.metrics.tap.active:
+                self.metrics.tap.webhook(delivery.app_id, url_host(delivery.url), delivery.events, error)
             if error is None:
                 await self._store_call(lambda: self._store.ack(delivery))
                 self._counters.delivered += 1

@@ -8,7 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.browser.harness import CHROMIUM, ManagedProcess
+from tests.browser.harness import (
+    CHROMIUM,
+    ManagedProcess,
+    node_factory,  # noqa: F401  (pusher-js clients; pytest finds fixtures by name)
+)
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ from pathlib import Path
 import aiohttp
 from playwright.async_api import Page, expect
 
+from tests.support.fixtures import node_factory
 from tests.support.ports import free_port
 from tests.support.process import ManagedProcess
+from tests.support.redis import start_redis
 from tests.support.relay import RelayProcess, http_status, start_relay
 from tests.support.timeouts import STARTUP_TIMEOUT, TIMEOUT, scaled
 
@@ -27,9 +29,12 @@ __all__ = [
     "RelayProcess",
     "channel_auth_status",
     "free_port",
+    "node_factory",
     "scaled",
     "screenshot",
     "start_example_relay",
+    "start_redis",
+    "start_relay",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -48,6 +48,8 @@ def _sample(setting: Setting) -> tuple[str, object]:
         "transport": ("aiohttp", "aiohttp"),
         "redis.prefix": ("other", "other"),
         "redis_url": ("redis://127.0.0.1:6390/0", "redis://127.0.0.1:6390/0"),
+        "console_token": ("0123456789abcdef-token", "0123456789abcdef-token"),
+        "console_allow_insecure": ("true", True),
     }
     if setting.key in samples:
         return samples[setting.key]
@@ -76,7 +78,10 @@ def test_every_declared_toml_key_sets_its_setting(tmp_path: Path) -> None:
     for setting in SETTINGS:
         text, value = _sample(setting)
         quoted = isinstance(value, str | tuple)
-        lines[setting.table].append(f"{setting.name} = {text!r}" if quoted else f"{setting.name} = 2")
+        if isinstance(value, bool):
+            lines[setting.table].append(f"{setting.name} = {text}")
+        else:
+            lines[setting.table].append(f"{setting.name} = {text!r}" if quoted else f"{setting.name} = 2")
     body = "\n".join(lines[""])
     for table in ("redis", "webhook", "alerts"):
         body += f"\n[{table}]\n" + "\n".join(lines[table])
