@@ -6,15 +6,17 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from relay.config import Config
-from relay.console.cluster import ConsoleRelay
 from relay.console.figures import FigureSampler, add_figures
 from relay.console.pages import ConsolePages, LivePage
 from relay.node import Node
 from relay.protocol.channels import is_presence
 from relay.protocol.ids import AppId
+
+if TYPE_CHECKING:  # imported when there is Redis: an in-memory server never loads redis-py
+    from relay.console.cluster import ConsoleRelay
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +35,13 @@ class Console:
         self._sampler = FigureSampler(node.metrics)
         self._figures: dict[str, Any] = {}
         self._sampling: asyncio.Task[None] | None = None
-        self.relay = (
-            None
-            if config.redis is None
-            else ConsoleRelay(config.redis.url, config.redis.prefix, self.name, self.tap, self.pages, self.figures)
-        )
+        self.relay: ConsoleRelay | None = None
+        if config.redis is not None:
+            from relay.console.cluster import ConsoleRelay  # only deployments with Redis import redis-py
+
+            self.relay = ConsoleRelay(
+                config.redis.url, config.redis.prefix, self.name, self.tap, self.pages, self.figures
+            )
 
     def figures(self) -> dict[str, Any]:
         """This node's latest sample."""
