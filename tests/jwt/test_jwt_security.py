@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -60,29 +61,32 @@ async def assert_refused(auth: AuthClient, token: str, status: int, check: str) 
 # HS256 app -------------------------------------------------------------------------------------
 
 
-def _hs256_cases() -> dict[str, tuple[str, str]]:
-    now = int(time.time())
-    good = pyjwt_token(claims())
+def _hs256_cases() -> dict[str, tuple[Callable[[], str], str]]:
+    """Each case's token is made when its test runs: made at collection, a token would expire before a
+    long suite reached it, and every case would answer 'expired'."""
     return {
-        "expired": (pyjwt_token(claims(exp=now - 60)), "expired"),
-        "nbf_in_the_future": (pyjwt_token(claims(nbf=now + 600)), "not_yet_valid"),
-        "iat_in_the_future": (pyjwt_token(claims(iat=now + 600)), "not_yet_valid"),
-        "alg_none": (unsigned_token(claims()), "algorithm_not_allowed"),
-        "alg_none_with_a_signature_part": (unsigned_token(claims()) + good.split(".")[2], "algorithm_not_allowed"),
-        "alg_hs512_not_pinned": (pyjwt_token(claims(), algorithm="HS512"), "algorithm_not_allowed"),
-        "tampered_sub": (tampered(good, sub="1"), "bad_signature"),
-        "tampered_allow": (tampered(good, allow=["*"]), "bad_signature"),
-        "another_apps_token": (pyjwt_token(claims(), key=OTHER_APP_JWT_SECRET), "bad_signature"),
-        "missing_sub": (pyjwt_token(claims(sub=None)), "missing_claim"),
-        "missing_exp": (pyjwt_token(claims(exp=None)), "missing_claim"),
-        "empty_sub": (pyjwt_token(claims(sub="")), "invalid_claim"),
-        "boolean_sub": (pyjwt_token(claims(sub=True)), "invalid_claim"),
-        "allow_not_a_list": (pyjwt_token(claims(allow="private-user.42")), "invalid_claim"),
-        "oversize": (pyjwt_token(claims(padding="x" * 5000)), "token_too_large"),
-        "not_a_jwt": ("not.a.jwt", "malformed"),
-        "garbage": ("%%%", "malformed"),
-        "jose_expired": (jose_token(claims(exp=now - 60)), "expired"),
-        "jose_another_apps_token": (jose_token(claims(), key=OTHER_APP_JWT_SECRET), "bad_signature"),
+        "expired": (lambda: pyjwt_token(claims(exp=int(time.time()) - 60)), "expired"),
+        "nbf_in_the_future": (lambda: pyjwt_token(claims(nbf=int(time.time()) + 600)), "not_yet_valid"),
+        "iat_in_the_future": (lambda: pyjwt_token(claims(iat=int(time.time()) + 600)), "not_yet_valid"),
+        "alg_none": (lambda: unsigned_token(claims()), "algorithm_not_allowed"),
+        "alg_none_with_a_signature_part": (
+            lambda: unsigned_token(claims()) + pyjwt_token(claims()).split(".")[2],
+            "algorithm_not_allowed",
+        ),
+        "alg_hs512_not_pinned": (lambda: pyjwt_token(claims(), algorithm="HS512"), "algorithm_not_allowed"),
+        "tampered_sub": (lambda: tampered(pyjwt_token(claims()), sub="1"), "bad_signature"),
+        "tampered_allow": (lambda: tampered(pyjwt_token(claims()), allow=["*"]), "bad_signature"),
+        "another_apps_token": (lambda: pyjwt_token(claims(), key=OTHER_APP_JWT_SECRET), "bad_signature"),
+        "missing_sub": (lambda: pyjwt_token(claims(sub=None)), "missing_claim"),
+        "missing_exp": (lambda: pyjwt_token(claims(exp=None)), "missing_claim"),
+        "empty_sub": (lambda: pyjwt_token(claims(sub="")), "invalid_claim"),
+        "boolean_sub": (lambda: pyjwt_token(claims(sub=True)), "invalid_claim"),
+        "allow_not_a_list": (lambda: pyjwt_token(claims(allow="private-user.42")), "invalid_claim"),
+        "oversize": (lambda: pyjwt_token(claims(padding="x" * 5000)), "token_too_large"),
+        "not_a_jwt": (lambda: "not.a.jwt", "malformed"),
+        "garbage": (lambda: "%%%", "malformed"),
+        "jose_expired": (lambda: jose_token(claims(exp=int(time.time()) - 60)), "expired"),
+        "jose_another_apps_token": (lambda: jose_token(claims(), key=OTHER_APP_JWT_SECRET), "bad_signature"),
     }
 
 
@@ -91,8 +95,8 @@ HS256_CASES = _hs256_cases()
 
 @pytest.mark.parametrize("case", sorted(HS256_CASES))
 async def test_hs256_app_refuses_bad_tokens_with_401(auth: AuthClient, case: str) -> None:
-    token, check = HS256_CASES[case]
-    await assert_refused(auth, token, 401, check)
+    make_token, check = HS256_CASES[case]
+    await assert_refused(auth, make_token(), 401, check)
 
 
 async def test_tokens_from_pyjwt_and_jose_are_accepted(auth: AuthClient) -> None:

@@ -138,6 +138,22 @@ async def test_oversize_content_length_413_and_close(relay_server: RelayServerFa
         {"error": "Request body is too large"},
         "close",
     )
+    # relay reads and drops the body it refused before closing (so the client sees the 413, not a reset):
+    # a client that sends no body and says so (EOF) is closed at once.
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), scaled(5)) == b""
+    writer.close()
+
+
+async def test_oversize_body_is_read_and_dropped_before_the_close(relay_server: RelayServerFactory) -> None:
+    server = await relay_server(max_request_size=2000)
+    reader, writer = await open_http(server)
+    writer.write(f"POST {EVENTS}?auth_key=x HTTP/1.1\r\nHost: a\r\nContent-Length: 500000\r\n\r\n".encode())
+    status, _, _ = await read_response(reader)
+    assert status == 413
+    for _ in range(50):  # the whole declared body, after the answer: no reset while it is sent
+        writer.write(b"x" * 10_000)
+        await writer.drain()
     assert await asyncio.wait_for(reader.read(), scaled(5)) == b""
     writer.close()
 
