@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -84,17 +85,19 @@ async def test_terminate_user_closes_the_token_connection(server: RelayServer) -
 
 
 @pytest.mark.parametrize(
-    ("token", "text"),
-    [
-        (pyjwt_token(claims(exp=int(time.time()) - 60)), "expired"),
-        (pyjwt_token(claims(), key="a-different-secret-of-32-bytes-or-more"), "signature"),
-        ("not-a-token", "well-formed"),
-        (pyjwt_token(claims(sub=None)), "sub"),
+    ("make_token", "text"),
+    [  # made when the test runs: made at collection, they would have expired before a long suite got here
+        (lambda: pyjwt_token(claims(exp=int(time.time()) - 60)), "expired"),
+        (lambda: pyjwt_token(claims(), key="a-different-secret-of-32-bytes-or-more"), "signature"),
+        (lambda: "not-a-token", "well-formed"),
+        (lambda: pyjwt_token(claims(sub=None)), "sub"),
     ],
     ids=["expired", "wrong_secret", "malformed", "missing_sub"],
 )
-async def test_bad_token_at_connect_is_refused_with_4009(server: RelayServer, token: str, text: str) -> None:
-    client = await connect_with_token(server, token)
+async def test_bad_token_at_connect_is_refused_with_4009(
+    server: RelayServer, make_token: Callable[[], str], text: str
+) -> None:
+    client = await connect_with_token(server, make_token())
     await expect_refused(client, 4009, text)
     failures = metric_samples(server, "relay_jwt_auth_failures_total")
     assert sum(failures.values()) == 1
