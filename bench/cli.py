@@ -42,6 +42,9 @@ from bench.workers import WorkerPool, c_receiver_ready
 # The `relay-console` server's console token (loopback only, thrown away with the server).
 CONSOLE_TOKEN: Final = "bench-console-token-0123456789"
 
+# The servers that are relay; relay-recovery keeps a recovery history of every channel (docs/recovery.md).
+RELAY_SERVERS = ("relay", "relay-workers", "relay-console", "relay-recovery")
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
@@ -49,7 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--servers",
         default="relay,soketi",
         help="comma-separated: relay, relay-workers (relay --workers N on one port, with a Redis), relay-console "
-        "(relay with one debug console open all along), soketi "
+        "(relay with one debug console open all along), relay-recovery (relay with `recovery = true` for its "
+        "app), soketi "
         "(default relay,soketi; relay skipped if relay/cli.py is missing)",
     )
     p.add_argument(
@@ -169,7 +173,7 @@ class Runner:
             redis_proc = await start_redis(self.args.redis_port, self.server_core, self.logdir)
             redis_url = f"redis://127.0.0.1:{self.args.redis_port}"
         try:
-            if server in ("relay", "relay-workers", "relay-console"):
+            if server in RELAY_SERVERS:
                 handle = await start_relay(
                     ports,
                     self.app,
@@ -181,6 +185,7 @@ class Runner:
                     self.args.relay_source,
                     self.args.relay_arg,
                     CONSOLE_TOKEN if server == "relay-console" else "",
+                    recovery=server == "relay-recovery",
                 )
                 handle.name = server
                 if server == "relay-console":
@@ -232,11 +237,11 @@ class Runner:
         chosen = []
         for name in self.args.servers.split(","):
             name = name.strip()
-            if name in ("relay", "relay-workers") and not relay_available(self.args.relay_source):
+            if name in RELAY_SERVERS and not relay_available(self.args.relay_source):
                 self.log("relay: skipped, relay/cli.py does not exist yet")
             elif name == "soketi" and not soketi_available():
                 self.log("soketi: skipped, bench/soketi/node_modules missing (run bench/run, which installs it)")
-            elif name in ("relay", "relay-workers", "relay-console", "soketi"):
+            elif name in (*RELAY_SERVERS, "soketi"):
                 chosen.append(name)
             else:
                 raise SystemExit(f"unknown server {name!r}")
@@ -316,6 +321,7 @@ def all_ratio_lines(results: list[Result]) -> list[str]:
         ratio_lines(results)
         + ratio_lines(results, numerator="relay-workers")
         + ratio_lines(results, numerator="relay-console", denominator="relay")
+        + ratio_lines(results, numerator="relay-recovery", denominator="relay")
     )
 
 

@@ -103,7 +103,8 @@ def soketi_available() -> bool:
     return SOKETI_BIN.exists() and shutil.which("node") is not None
 
 
-def write_relay_config(path: Path, port: int, app: App) -> None:
+def write_relay_config(path: Path, port: int, app: App, recovery: bool = False) -> None:
+    """`recovery`: the app keeps a recovery history of every channel (docs/recovery.md), for its cost."""
     path.write_text(
         f'host = "127.0.0.1"\nport = {port}\n\n'
         "[[apps]]\n"
@@ -113,7 +114,7 @@ def write_relay_config(path: Path, port: int, app: App) -> None:
         "max_message_size = 100000\n"
         "activity_timeout = 120\n"
         'allowed_origins = ["*"]\n'
-        f"max_presence_members = {MAX_PRESENCE_MEMBERS}\n"
+        f"max_presence_members = {MAX_PRESENCE_MEMBERS}\n" + ("recovery = true\n" if recovery else "")
     )
 
 
@@ -128,6 +129,7 @@ async def start_relay(
     source: Path = REPO_ROOT,
     extra_args: list[str] | None = None,
     console_token: str = "",
+    recovery: bool = False,
 ) -> ServerHandle:
     """One relay node per port; with several ports (or workers) they share `redis_url`.
 
@@ -136,7 +138,7 @@ async def start_relay(
     try:
         for port in ports:
             config = logdir / f"relay-{port}.toml"
-            write_relay_config(config, port, app)
+            write_relay_config(config, port, app, recovery)
             cmd = [python, "-m", "relay", "serve", "--config", str(config)]
             if redis_url:
                 cmd += ["--redis-url", redis_url]

@@ -88,6 +88,15 @@ class AppConfig:
     # Channels one connection may be subscribed to at once; 0 means no limit. Over it: subscription_error.
     max_channels_per_connection: int = 1000
     webhooks: tuple[WebhookConfig, ...] = ()
+    # Missed-message recovery (docs/recovery.md): a signed-in or presence user who resubscribes within
+    # recovery_window seconds gets the events its previous connection missed, or a relay:gap event.
+    recovery: bool = False
+    recovery_window: float = 120.0
+    # Channel name prefixes that recover; none means every channel of the app.
+    recovery_channels: tuple[str, ...] = ()
+    # Per channel history bounds: events and bytes kept (events older than recovery_window go too).
+    recovery_max_events: int = 1000
+    recovery_max_bytes: int = 1_048_576
     # `[apps.jwt]`: relay authorises channels and sign-ins with the app's own JWTs (relay.jwt).
     jwt: JwtSettings | None = None
 
@@ -457,6 +466,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}.activity_timeout: must be at least 1 second")
         if app.max_message_size < 100:
             raise ConfigError(f"{where}.max_message_size: must be at least 100 bytes")
+        if app.recovery_window < 1:
+            raise ConfigError(f"{where}.recovery_window: must be at least 1 second")
+        if app.recovery_max_events < 1 or app.recovery_max_bytes < 1:
+            raise ConfigError(f"{where}.recovery_max_events and recovery_max_bytes: must be at least 1")
         if app.jwt is not None and (problem := settings_problem(app.jwt)):
             raise ConfigError(f"{where}.jwt.{problem}")
         for hook_index, webhook in enumerate(app.webhooks):

@@ -47,9 +47,10 @@ from relay.protocol.actions import (
     SignedIn,
 )
 from relay.protocol.channels import is_cache, is_presence
-from relay.protocol.ids import SocketId
+from relay.protocol.ids import AppId, SocketId
 from relay.protocol.session import Session, SessionSettings
 from relay.protocol.webhook_events import WebhookEventName
+from relay.recovery import Recovery
 from relay.registry import ChannelRegistry
 from relay.signing import AppVerifier
 
@@ -88,7 +89,9 @@ class Node:
         # so the same user back on another node meanwhile is no member_removed/member_added flap.
         self.presence_hold = 0.0
         self._held_leaves: set[asyncio.Task[None]] = set()
+        self.recovery = Recovery(self._recovery_released)  # missed-message recovery, docs/recovery.md
         register_node_gauges(self.metrics, self)
+        self.recovery.register_metrics(self.metrics)
 
     # Life cycle ----------------------------------------------------------------------------------
 
@@ -120,9 +123,11 @@ class Node:
                 try:
                     actions = connection.session.tick(now)
                     if actions:
+                        self.recovery.ticked(connection, actions)
                         self._execute_now(connection, actions)
                 except Exception:
                     logger.exception("session tick failed for socket_id=%s", connection.socket_id)
+            self.recovery.sweep()
 
     def new_session(self, socket_id: str, app: AppConfig, now: float) -> Session:
         settings, verifier = self._session_parts(app)
@@ -209,6 +214,7 @@ class Node:
         traffic = self.metrics.app(connection.app.id)
         traffic.messages_in += 1
         traffic.bytes_in += len(raw)
+        self.recovery.received(connection, raw)
         actions = connection.session.receive(raw, self._loop_time())
         if not actions:
             return None
@@ -229,6 +235,7 @@ class Node:
         session = connection.session
         app = connection.app
         self.metrics.app(app.id).closed(connection.close_code)
+        self.recovery.disconnected(connection)
         if self.metrics.tap.active:
             self.metrics.tap.disconnected(app.id, socket_id, connection.close_code)
         for leave in session.close():
@@ -333,6 +340,8 @@ class Node:
             connection.send(messages.subscription_succeeded(channel))
         else:
             connection.send(messages.presence_subscription_succeeded(channel, members))
+        if not already:  # replays what a returning user missed, before any newer event
+            self.recovery.joined(connection, channel, member)
         if self.metrics.tap.active:
             self.metrics.tap.subscribed(app.id, socket_id, channel, None if member is None else member.user_id)
         if member is not None and first_for_user:
@@ -356,7 +365,9 @@ class Node:
         socket_id = SocketId(connection.socket_id)  # transports keep it as a plain str
         if not self.registry.contains(app.id, channel, socket_id):
             return
-        if self.registry.remove(app.id, channel, socket_id):
+        self.recovery.left(connection, channel)
+        # A channel with a recovery history stays subscribed across the cluster until its history goes.
+        if self.registry.remove(app.id, channel, socket_id) and not self.recovery.holds(app.id, channel):
             self.adapter.channel_vacated_locally(app.id, channel)
         if self.metrics.tap.active:
             self.metrics.tap.unsubscribed(app.id, socket_id, channel)
@@ -366,6 +377,10 @@ class Node:
         if await self.adapter.remove_subscription(app.id, channel, socket_id):
             self.webhooks.notify(app, webhook_events.channel_vacated(channel))
         await self._subscription_count_changed(app, channel)
+
+    def _recovery_released(self, app_id: str, channel: str) -> None:
+        if not self.registry.subscribers(app_id, channel):
+            self.adapter.channel_vacated_locally(AppId(app_id), channel)
 
     async def _subscription_count_changed(self, app: AppConfig, channel: str) -> None:
         """The opt-in subscription_count webhook (docs/protocol.md §7): cluster-wide count, never for presence."""
@@ -400,10 +415,12 @@ class Node:
     def deliver(self, envelope: Envelope) -> None:
         """ClusterListener: called for every envelope; must not block."""
         if envelope.kind is EnvelopeKind.EVENT:
+            # Recorded even with nobody here: a returning subscriber may want it (docs/recovery.md).
+            frame = self.recovery.record(envelope) if self.recovery.active else envelope.frame
             subscribers = self.registry.subscribers(envelope.app_id, envelope.channel)
             if not subscribers:
                 return
-            wire = wsframe.text_frame(envelope.frame)
+            wire = wsframe.text_frame(frame)
             skip = envelope.except_socket_id
             for socket_id, connection in subscribers.items():
                 if socket_id != skip:

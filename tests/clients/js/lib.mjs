@@ -89,6 +89,7 @@ const WRONG_SECRET = 'not-the-app-secret';
 //   params.private_channel_data: channel data the auth handler also passes for private channels
 //                                (one helper for private and presence, as many apps have)
 //   params.auth_endpoint:     an HTTP auth endpoint (pusher-js's own ajax transport) instead
+//   params.pusher_options:    more pusher-js options, e.g. {activityTimeout, pongTimeout}
 export function pusherOptions(params) {
   const sdk = serverSdk(params);
   const badSdk = serverSdk(params, WRONG_SECRET);
@@ -132,6 +133,7 @@ export function pusherOptions(params) {
         }
       },
     },
+    ...(params.pusher_options ?? {}),
   };
 }
 
