@@ -10,7 +10,7 @@ subscription counts, connection quotas and cache channels' last event. The node 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +77,20 @@ class ClusterListener(Protocol):
 
     def local_snapshot(self) -> LocalSnapshot:
         """What this node holds now, to write back into cluster state after an outage."""
+
+    def member_rejoined(self, app_id: str, channel: str, user_id: str, user_info: Any) -> None:
+        """Writing this node back after an outage made `user_id` a member again cluster-wide (the cluster had
+        lost it: swept as dead, or forgotten by a restarted Redis); called on exactly one node."""
+
+    def presence_channels(self) -> list[tuple[str, str]]:
+        """(app_id, channel) of every presence channel with subscribers on this node."""
+
+    def heal_members(
+        self, app_id: str, channel: str, members: Mapping[str, Any], vanished: Collection[str]
+    ) -> set[str]:
+        """After an outage: bring this node's clients in line with `members`, the cluster's list. Members they
+        do not know are announced now; users in `vanished` they know and the cluster still lacks are
+        announced as removed. Returns the users they know and the cluster lacks now."""
 
 
 class Broadcaster(Protocol):

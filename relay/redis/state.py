@@ -125,12 +125,14 @@ class RedisClusterState:
         ttl: float,
         share: NodeShareEntries,
         retired: Iterable[str],
-    ) -> Awaitable[None]:
+    ) -> Awaitable[list[Membership]]:
         """Queue, in this order and without yielding: load the scripts, register this owner, write the
         node's whole share under it, and end the heartbeats of `retired` earlier incarnations.
 
         Everything is written to the link before this returns, so any call made afterwards runs in
-        Redis after the state is complete. Await the result to learn whether it all succeeded.
+        Redis after the state is complete. Await the result to learn whether it all succeeded, and which
+        memberships were their user's first on the channel cluster-wide (the cluster had lost the user:
+        each such answer is given to one writer only, so announcing them is exactly once).
         """
         link = self.link
         replies: list[asyncio.Future[Any]] = [
@@ -147,23 +149,33 @@ class RedisClusterState:
                 triples += (sub.app_id, sub.channel, sub.socket_id)
             replies.append(self._send("add_subscriptions", self.owner, *triples))
         memberships = share.memberships
+        batches: list[tuple[asyncio.Future[Any], Sequence[Membership]]] = []
         for start in range(0, len(memberships), RESTORE_BATCH):
+            batch = memberships[start : start + RESTORE_BATCH]
             groups: list[Arg] = []
-            for member in memberships[start : start + RESTORE_BATCH]:
+            for member in batch:
                 info = orjson.dumps(member.user_info)
                 groups += (member.app_id, member.channel, member.socket_id, member.user_id, info)
-            replies.append(self._send("add_members", self.owner, *groups))
+            batches.append((self._send("add_members", self.owner, *groups), batch))
+        replies += (reply for reply, _ in batches)
         alive_keys = [self._key("node", owner, "alive") for owner in retired]
         if alive_keys:
             replies.append(link.request_nowait(b"DEL", *alive_keys))
-        return self._check_all(replies)
+        return self._check_all(replies, batches)
 
     @staticmethod
-    async def _check_all(replies: list[asyncio.Future[Any]]) -> None:
+    async def _check_all(
+        replies: list[asyncio.Future[Any]], batches: list[tuple[asyncio.Future[Any], Sequence[Membership]]]
+    ) -> list[Membership]:
         try:
             for reply in replies:
                 if await reply == EVICTED:
                     raise NodeEvicted
+            firsts: list[Membership] = []
+            for reply, batch in batches:
+                flags = _flags(reply.result())
+                firsts += (member for member, first in zip(batch, flags, strict=True) if first == 1)
+            return firsts
         finally:
             for reply in replies:  # consume every outcome so none is reported as never retrieved
                 if reply.done() and not reply.cancelled():

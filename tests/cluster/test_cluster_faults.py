@@ -8,7 +8,7 @@ subprocesses, Pusher WebSocket clients over real sockets, the signed HTTP API vi
    order per publishing node;
 3. Redis restarted during a publish burst leaves no node stuck;
 4. presence changes made while Redis was away, and the members of a node cut off from Redis for
-   longer than node_timeout, are announced again when it returns (strict xfail: adapter bug);
+   longer than node_timeout, are announced to every node's clients when it returns;
 5. Redis that hangs (SIGSTOP) instead of dying: no stuck node, bounded waits, clean recovery;
 6. cache channels across a partition.
 
@@ -677,17 +677,6 @@ class GatedProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class NotAnnounced(AssertionError):
-    """The one failure the xfail below expects (any other error fails the test)."""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotAnnounced,
-    reason="adapter bug: members who join or leave a node while Redis is away are written back (or not) when "
-    "it returns, so the users API is right, but member_added/member_removed reach another node only if that "
-    "node re-subscribed before the queued publish was flushed; nothing re-announces them",
-)
 async def test_presence_changes_during_outage_announced_after_recovery(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -749,12 +738,9 @@ async def test_presence_changes_during_outage_announced_after_recovery(
                 "u-leaver" not in removed
             )
 
-        try:
-            await member1.wait(
-                lambda: not missing(), "presence changes made during the outage", timeout=REMOVAL_BOUND + MARGIN
-            )
-        except AssertionError:
-            raise NotAnnounced(f"node 1's member never got {missing()}") from None
+        await member1.wait(
+            lambda: not missing(), "presence changes made during the outage", timeout=REMOVAL_BOUND + MARGIN
+        )
     finally:
         if nodes is not None:
             await nodes.close()
@@ -764,12 +750,6 @@ async def test_presence_changes_during_outage_announced_after_recovery(
         redis.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotAnnounced,
-    reason="adapter bug: a node cut off from Redis longer than node_timeout has its members removed "
-    "(member_removed is sent, as designed), but when it reconnects it writes them back without member_added",
-)
 async def test_partitioned_node_members_announced_again_when_it_returns(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -820,14 +800,9 @@ async def test_partitioned_node_members_announced_again_when_it_returns(
                 for f in member0.frames[removed_at:]
             )
 
-        try:
-            await member0.wait(
-                added_u1_again,
-                "member_added for u1 after its node returned",
-                timeout=REMOVAL_BOUND + MARGIN,
-            )
-        except AssertionError as error:
-            raise NotAnnounced(str(error)) from None
+        await member0.wait(
+            added_u1_again, "member_added for u1 after its node returned", timeout=REMOVAL_BOUND + MARGIN
+        )
     finally:
         if nodes is not None:
             await nodes.close()
