@@ -459,18 +459,19 @@ class Node:
         if app is not None:
             self.member_removed(app, channel, user_id)
 
-    def member_rejoined(self, app_id: str, channel: str, user_id: str, user_info: Any) -> None:
-        """This node wrote back a member the cluster had lost (it is the user's first connection there
-        again): announce it on every node, once. No webhook: the cluster cannot tell a member removed by a
-        sweep from one Redis forgot when it restarted, and the app was told of the latter already."""
-        subscribers = self.registry.subscribers(app_id, channel) or {}
-        for subscriber in list(subscribers.values()):
-            member = subscriber.session.member_on(channel)
-            if member is not None and member.user_id == user_id:
-                # Still here: a leave from now on publishes its member_removed after this.
-                frame = messages.member_added(channel, user_id, user_info)
-                self.adapter.publish(Envelope(EnvelopeKind.EVENT, app_id, channel, frame))
-                return
+    def member_rejoined(self, member: LocalSubscription, removal_announced: bool) -> None:
+        """This node wrote back a member the cluster had lost: announce it on every node, once (the nodes
+        whose clients know it drop the frame). The member_added webhook only when the app was told the
+        member left (a sweep); a member a restarted Redis forgot never left as far as the app knows."""
+        app = self.apps.by_id(member.app_id)
+        channel, user_id = member.channel, member.user_id
+        # Gone since the write-back: its leave announces member_removed (or already did) if it was the last.
+        if app is None or user_id is None or not self.registry.contains(app.id, channel, member.socket_id):
+            return
+        frame = messages.member_added(channel, user_id, member.user_info)
+        self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame))
+        if removal_announced:
+            self.webhooks.notify(app, webhook_events.member_added(channel, user_id))
 
     def presence_channels(self) -> list[tuple[str, str]]:
         return self.presence.channels()

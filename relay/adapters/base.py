@@ -78,9 +78,10 @@ class ClusterListener(Protocol):
     def local_snapshot(self) -> LocalSnapshot:
         """What this node holds now, to write back into cluster state after an outage."""
 
-    def member_rejoined(self, app_id: str, channel: str, user_id: str, user_info: Any) -> None:
-        """Writing this node back after an outage made `user_id` a member again cluster-wide (the cluster had
-        lost it: swept as dead, or forgotten by a restarted Redis); called on exactly one node."""
+    def member_rejoined(self, member: LocalSubscription, removal_announced: bool) -> None:
+        """Writing this node back after an outage made `member` (held here) the user's first connection on the
+        channel again cluster-wide; called on exactly one node. `removal_announced`: a sweep had announced
+        the user's removal (else a restarted Redis had forgotten the user, and nobody was told it left)."""
 
     def presence_channels(self) -> list[tuple[str, str]]:
         """(app_id, channel) of every presence channel with subscribers on this node."""

@@ -21,6 +21,8 @@ from relay.redis.link import Arg, PipelinedLink, RedisUnavailable
 from relay.redis.scripts import LuaScript
 
 EVICTED: Final = -1  # scripts' answer when the caller's heartbeat expired
+FIRST: Final = 1  # add_members: the user's first connection on the channel anywhere
+BACK: Final = 2  # add_members: first again, after a sweep announced the user's removal
 RESTORE_BATCH: Final = 500  # records per script call when re-writing a node's state
 
 
@@ -46,6 +48,14 @@ class Membership:
     socket_id: str
     user_id: str
     user_info: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoined:
+    """A membership written back that made its user a member again cluster-wide."""
+
+    membership: Membership
+    removal_announced: bool  # a sweep had announced the user's removal (else Redis had forgotten the user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +135,7 @@ class RedisClusterState:
         ttl: float,
         share: NodeShareEntries,
         retired: Iterable[str],
-    ) -> Awaitable[list[Membership]]:
+    ) -> Awaitable[list[Rejoined]]:
         """Queue, in this order and without yielding: load the scripts, register this owner, write the
         node's whole share under it, and end the heartbeats of `retired` earlier incarnations.
 
@@ -166,16 +176,18 @@ class RedisClusterState:
     @staticmethod
     async def _check_all(
         replies: list[asyncio.Future[Any]], batches: list[tuple[asyncio.Future[Any], Sequence[Membership]]]
-    ) -> list[Membership]:
+    ) -> list[Rejoined]:
         try:
             for reply in replies:
                 if await reply == EVICTED:
                     raise NodeEvicted
-            firsts: list[Membership] = []
+            rejoined: list[Rejoined] = []
             for reply, batch in batches:
                 flags = _flags(reply.result())
-                firsts += (member for member, first in zip(batch, flags, strict=True) if first == 1)
-            return firsts
+                rejoined += (
+                    Rejoined(member, flag == BACK) for member, flag in zip(batch, flags, strict=True) if flag >= FIRST
+                )
+            return rejoined
         finally:
             for reply in replies:  # consume every outcome so none is reported as never retrieved
                 if reply.done() and not reply.cancelled():
@@ -221,7 +233,7 @@ class RedisClusterState:
     async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
         info = orjson.dumps(user_info)
         reply = await self._run("add_members", self.owner, app_id, channel, socket_id, user_id, info)
-        return _flags(reply) == [1]
+        return _flags(reply)[0] >= FIRST
 
     async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
         return _int(await self._run("remove_member", app_id, channel, socket_id, user_id)) == 1

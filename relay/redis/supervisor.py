@@ -17,7 +17,7 @@ from typing import Final
 
 from redis.exceptions import RedisError
 
-from relay.adapters.base import ClusterListener
+from relay.adapters.base import ClusterListener, LocalSubscription
 from relay.alerts import AlertKind, Alerts
 from relay.backoff import Backoff
 from relay.redis.healing import PresenceHealer
@@ -27,7 +27,7 @@ from relay.redis.publisher import Publisher
 from relay.redis.scripts import LuaScript
 from relay.redis.session import Session
 from relay.redis.share import NodeShare
-from relay.redis.state import Membership, NodeEvicted, RedisClusterState
+from relay.redis.state import NodeEvicted, RedisClusterState, Rejoined
 from relay.redis.subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -212,10 +212,12 @@ class Supervisor:
                     f"Redis at {self.address} is back after {outage:.1f} s (node {self.node_id})",
                 )
 
-    def _announce_rejoined(self, listener: ClusterListener, rejoined: list[Membership]) -> None:
-        for member in rejoined:
+    def _announce_rejoined(self, listener: ClusterListener, rejoined: list[Rejoined]) -> None:
+        for back in rejoined:
+            member = back.membership
+            held = LocalSubscription(member.app_id, member.channel, member.socket_id, member.user_id, member.user_info)
             try:
-                listener.member_rejoined(member.app_id, member.channel, member.user_id, member.user_info)
+                listener.member_rejoined(held, back.removal_announced)
             except Exception:
                 logger.exception("member_rejoined failed for app_id=%s channel=%s", member.app_id, member.channel)
 

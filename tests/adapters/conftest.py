@@ -33,7 +33,7 @@ class RecordingListener:
     delivered: list[Envelope] = field(default_factory=list)
     members_lost: list[tuple[str, str, str]] = field(default_factory=list)
     channels_lost: list[tuple[str, str]] = field(default_factory=list)
-    members_rejoined: list[tuple[str, str, str]] = field(default_factory=list)
+    members_rejoined: list[tuple[LocalSubscription, bool]] = field(default_factory=list)
     connections: dict[str, int] = field(default_factory=dict)
     subscriptions: dict[tuple[str, str, str], LocalSubscription] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -53,8 +53,8 @@ class RecordingListener:
     def local_snapshot(self) -> LocalSnapshot:
         return LocalSnapshot(dict(self.connections), tuple(self.subscriptions.values()))
 
-    def member_rejoined(self, app_id: str, channel: str, user_id: str, user_info: Any) -> None:
-        self.members_rejoined.append((app_id, channel, user_id))
+    def member_rejoined(self, member: LocalSubscription, removal_announced: bool) -> None:
+        self.members_rejoined.append((member, removal_announced))
         self._changed.set()
 
     def presence_channels(self) -> list[tuple[str, str]]:

@@ -741,6 +741,15 @@ async def test_presence_changes_during_outage_announced_after_recovery(
         await member1.wait(
             lambda: not missing(), "presence changes made during the outage", timeout=REMOVAL_BOUND + MARGIN
         )
+        # Everything each node published before this probe has arrived: no client heard a change twice,
+        # though node 0 published member_added(u-late) twice (queued in the outage, and at its write-back).
+        await connected_everywhere(nodes, [(0, member0), (1, member1), (2, witness)], probe)
+        for sink in (member0, member1):
+            for event in ("pusher_internal:member_added", "pusher_internal:member_removed"):
+                users = [d["user_id"] for d in sink.events(event, room)]
+                assert len(users) == len(set(users)), f"{sink.name} heard {event} twice: {users}"
+        flaps = [d["user_id"] for d in member0.events("pusher_internal:member_removed", room) if d["user_id"] == "u1"]
+        print(f"\nmeasured: node 0's member was told u1 left {len(flaps)} times while node 1 was held off")
     finally:
         if nodes is not None:
             await nodes.close()
@@ -803,6 +812,11 @@ async def test_partitioned_node_members_announced_again_when_it_returns(
         await member0.wait(
             added_u1_again, "member_added for u1 after its node returned", timeout=REMOVAL_BOUND + MARGIN
         )
+        # Once only, and not to u1's own node, whose clients never heard it leave.
+        await connected_everywhere(nodes, [(0, member0), (1, member1)], probe)
+        again = [f for f in member0.frames[removed_at:] if f.get("event") == "pusher_internal:member_added"]
+        assert [inner(f)["user_id"] for f in again] == ["u1"]
+        assert member1.events("pusher_internal:member_added", room) == []
     finally:
         if nodes is not None:
             await nodes.close()
