@@ -1,8 +1,9 @@
 """PresenceViews: per presence channel with local subscribers, the members this node's clients were told of.
 
 Every pusher_internal:member_added / member_removed frame passes here before it reaches local subscribers.
-A frame that changes nothing the clients know (an added member they have, a removed one they never had)
-is dropped: after an outage several nodes may announce the same change, and clients hear it once.
+A member_added for a member the clients have is dropped: after an outage a member may be announced by
+several nodes, and pusher-js emits pusher:member_added for each. A member_removed always passes (pusher-js
+ignores one for a member it does not have; a client that subscribed later may know more than the view).
 The view is also what a node compares with the cluster's member list when it heals after an outage.
 """
 
@@ -39,7 +40,7 @@ class PresenceViews:
         return None if view is None else dict(view)
 
     def admits(self, app_id: str, channel: str, frame: bytes) -> bool:
-        """Apply a member frame to the channel's view; False when it changes nothing (a repeat)."""
+        """Apply a member frame to the channel's view; False for a member_added the clients heard already."""
         view = self._views.get((app_id, channel))
         added = frame.startswith(ADDED)
         if view is None or not (added or frame.startswith(REMOVED)):
@@ -56,7 +57,5 @@ class PresenceViews:
                 return False
             view[user_id] = data.get("user_info")
             return True
-        return view.pop(user_id, MISSING) is not MISSING
-
-
-MISSING: Final = object()
+        view.pop(user_id, None)
+        return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from relay.adapters.base import ClusterListener
 from relay.redis.state import RedisClusterState
@@ -20,15 +21,24 @@ logger = logging.getLogger(__name__)
 
 
 class PresenceHealer:
-    def __init__(self, listener: ClusterListener, cluster: RedisClusterState, grace: float) -> None:
+    def __init__(
+        self,
+        listener: ClusterListener,
+        cluster: RedisClusterState,
+        grace: float,
+        subscribed: Callable[[], Awaitable[None]],
+    ) -> None:
         self._listener = listener
         self._cluster = cluster
         self._grace = grace
+        self._subscribed = subscribed  # returns once Redis confirmed this node's SUBSCRIBEs
 
     async def run(self) -> None:
         """Two passes, `grace` apart; a session task, so a new outage cancels it (it never heals from
         the node's own answers)."""
         try:
+            # Subscribed first: a change published after the list is read then reaches this node.
+            await self._subscribed()
             missing = await self._heal({})
             if missing:
                 await asyncio.sleep(self._grace)

@@ -192,7 +192,8 @@ class Supervisor:
         if self.listener is not None:
             self._announce_rejoined(self.listener, rejoined)
             # A session task: cancelled with the session, so it never heals from a node-only answer.
-            healer = PresenceHealer(self.listener, cluster, self._heartbeat.node_timeout)
+            grace = self._heartbeat.node_timeout
+            healer = PresenceHealer(self.listener, cluster, grace, self._subscriptions.barrier)
             session.tasks.append(asyncio.create_task(healer.run(), name=f"{name}-presence-heal"))
         if self._down_since is not None:
             outage = time.monotonic() - self._down_since

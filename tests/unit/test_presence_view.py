@@ -17,13 +17,13 @@ def test_member_added_for_a_known_member_is_dropped() -> None:
     assert views.members(APP, ROOM) == {"u1": {"n": 1}, "u2": None}
 
 
-def test_member_removed_only_once_and_only_for_a_known_member() -> None:
+def test_member_removed_always_passes_and_forgets_the_member() -> None:
     views = PresenceViews()
     views.start(APP, ROOM, {"u1": None})
-    assert not views.admits(APP, ROOM, messages.member_removed(ROOM, "stranger"))
+    assert views.admits(APP, ROOM, messages.member_removed(ROOM, "stranger"))
     assert views.admits(APP, ROOM, messages.member_removed(ROOM, "u1"))
-    assert not views.admits(APP, ROOM, messages.member_removed(ROOM, "u1"))
     assert views.members(APP, ROOM) == {}
+    assert views.admits(APP, ROOM, messages.member_added(ROOM, "u1", None))  # back: announced again
 
 
 def test_other_frames_and_untracked_channels_pass_untouched() -> None:
