@@ -9,7 +9,8 @@ subprocesses, Pusher WebSocket clients over real sockets, the signed HTTP API vi
 3. Redis restarted during a publish burst leaves no node stuck;
 4. presence changes made while Redis was away, and the members of a node cut off from Redis for
    longer than node_timeout, are announced to every node's clients when it returns;
-5. Redis that hangs (SIGSTOP) instead of dying: no stuck node, bounded waits, clean recovery;
+5. Redis that hangs (SIGSTOP) instead of dying: no stuck node, bounded waits, clean recovery, and
+   members swept as dead meanwhile announced again;
 6. cache channels across a partition.
 
 A gated TCP proxy in front of one node lets a test decide when that node reaches Redis. The figures
@@ -905,6 +906,16 @@ async def test_redis_hang_no_stuck_node(fault_cluster: FaultCluster, http: aioht
                 inner(f)["user_id"] for f in sink.frames[mark:] if f.get("event") == "pusher_internal:member_removed"
             ]
             print(f"measured: sub{index} (still connected everywhere) got member_removed for {removed}")
+
+            def healed(sink: Sink = sink, mark: int = mark) -> bool:
+                """Every member removed by the sweep was announced again: the last word on each is member_added."""
+                last: dict[str, str] = {}
+                for f in sink.frames[mark:]:
+                    if f.get("event") in ("pusher_internal:member_added", "pusher_internal:member_removed"):
+                        last[inner(f)["user_id"]] = f["event"]
+                return all(event == "pusher_internal:member_added" for event in last.values())
+
+            await sink.wait(healed, "member_added for every member the sweep removed")
     finally:
         await nodes.close()
 
