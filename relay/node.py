@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Collection, Coroutine, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -36,6 +36,7 @@ from relay.config import AppConfig
 from relay.metrics import Metrics
 from relay.node_gauges import register_node_gauges
 from relay.node_seams import ConnectHook, Connection, NoWebhooks, WebhookSink, session_settings
+from relay.presence_view import MEMBER_FRAME, PresenceViews
 from relay.protocol import errors, messages, webhook_events
 from relay.protocol.actions import (
     Action,
@@ -78,6 +79,7 @@ class Node:
         self.connect_hook = connect_hook
         self.connections: dict[str, Connection] = {}
         self.registry: ChannelRegistry[Connection] = ChannelRegistry()
+        self.presence = PresenceViews()  # what local clients were told of each presence channel's members
         # (app_id, user_id) -> socket ids signed in as that user on this node
         self.users: dict[tuple[str, str], set[str]] = {}
         self._verifiers: dict[str, AppVerifier] = {}
@@ -336,6 +338,8 @@ class Node:
         # Again: the channel may have been vacated here (its last local subscriber left) while we awaited.
         if not already and self.registry.add(app.id, channel, socket_id, connection):
             self.adapter.channel_occupied_locally(app.id, channel)
+            if members is not None:
+                self.presence.start(app.id, channel, members)
         if members is None:
             connection.send(messages.subscription_succeeded(channel))
         else:
@@ -369,6 +373,7 @@ class Node:
         # A channel with a recovery history stays subscribed across the cluster until its history goes.
         if self.registry.remove(app.id, channel, socket_id) and not self.recovery.holds(app.id, channel):
             self.adapter.channel_vacated_locally(app.id, channel)
+            self.presence.drop(app.id, channel)
         if self.metrics.tap.active:
             self.metrics.tap.unsubscribed(app.id, socket_id, channel)
         if leave.user_id is not None and is_presence(channel):
@@ -420,6 +425,8 @@ class Node:
             subscribers = self.registry.subscribers(envelope.app_id, envelope.channel)
             if not subscribers:
                 return
+            if frame.startswith(MEMBER_FRAME) and not self.presence.admits(envelope.app_id, envelope.channel, frame):
+                return  # a member change these clients heard already (announced again after an outage)
             wire = wsframe.text_frame(frame)
             skip = envelope.except_socket_id
             for socket_id, connection in subscribers.items():
@@ -451,6 +458,40 @@ class Node:
         app = self.apps.by_id(app_id)
         if app is not None:
             self.member_removed(app, channel, user_id)
+
+    def member_rejoined(self, member: LocalSubscription, removal_announced: bool) -> None:
+        """This node wrote back a member the cluster had lost: announce it on every node, once (the nodes
+        whose clients know it drop the frame). The member_added webhook only when the app was told the
+        member left (a sweep); a member a restarted Redis forgot never left as far as the app knows."""
+        app = self.apps.by_id(member.app_id)
+        channel, user_id = member.channel, member.user_id
+        # Gone since the write-back: its leave announces member_removed (or already did) if it was the last.
+        if app is None or user_id is None or not self.registry.contains(app.id, channel, member.socket_id):
+            return
+        frame = messages.member_added(channel, user_id, member.user_info)
+        self.adapter.publish(Envelope(EnvelopeKind.EVENT, app.id, channel, frame))
+        if removal_announced:
+            self.webhooks.notify(app, webhook_events.member_added(channel, user_id))
+
+    def presence_channels(self) -> list[tuple[str, str]]:
+        return self.presence.channels()
+
+    def heal_members(
+        self, app_id: str, channel: str, members: Mapping[str, Any], vanished: Collection[str]
+    ) -> set[str]:
+        """Tell this node's clients of `members` (the cluster's list) they do not know, and that the users
+        in `vanished` left if the cluster still lacks them; returns every user they know and it lacks."""
+        view = self.presence.members(app_id, channel)
+        if view is None:
+            return set()
+        for user_id, user_info in members.items():
+            if user_id not in view:
+                frame = messages.member_added(channel, user_id, user_info)
+                self.deliver(Envelope(EnvelopeKind.EVENT, app_id, channel, frame))
+        missing = {user_id for user_id in view if user_id not in members}
+        for user_id in missing.intersection(vanished):
+            self.deliver(Envelope(EnvelopeKind.EVENT, app_id, channel, messages.member_removed(channel, user_id)))
+        return missing
 
     def channel_lost(self, app_id: str, channel: str) -> None:
         app = self.apps.by_id(app_id)

@@ -10,7 +10,7 @@ subscription counts, connection quotas and cache channels' last event. The node 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +77,21 @@ class ClusterListener(Protocol):
 
     def local_snapshot(self) -> LocalSnapshot:
         """What this node holds now, to write back into cluster state after an outage."""
+
+    def member_rejoined(self, member: LocalSubscription, removal_announced: bool) -> None:
+        """Writing this node back after an outage made `member` (held here) the user's first connection on the
+        channel again cluster-wide; called on exactly one node. `removal_announced`: a sweep had announced
+        the user's removal (else a restarted Redis had forgotten the user, and nobody was told it left)."""
+
+    def presence_channels(self) -> list[tuple[str, str]]:
+        """(app_id, channel) of every presence channel with subscribers on this node."""
+
+    def heal_members(
+        self, app_id: str, channel: str, members: Mapping[str, Any], vanished: Collection[str]
+    ) -> set[str]:
+        """After an outage: bring this node's clients in line with `members`, the cluster's list. Members they
+        do not know are announced now; users in `vanished` they know and the cluster still lacks are
+        announced as removed. Returns the users they know and the cluster lacks now."""
 
 
 class Broadcaster(Protocol):

@@ -21,6 +21,8 @@ from relay.redis.link import Arg, PipelinedLink, RedisUnavailable
 from relay.redis.scripts import LuaScript
 
 EVICTED: Final = -1  # scripts' answer when the caller's heartbeat expired
+FIRST: Final = 1  # add_members: the user's first connection on the channel anywhere
+BACK: Final = 2  # add_members: first again, after a sweep announced the user's removal
 RESTORE_BATCH: Final = 500  # records per script call when re-writing a node's state
 
 
@@ -46,6 +48,14 @@ class Membership:
     socket_id: str
     user_id: str
     user_info: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoined:
+    """A membership written back that made its user a member again cluster-wide."""
+
+    membership: Membership
+    removal_announced: bool  # a sweep had announced the user's removal (else Redis had forgotten the user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +135,14 @@ class RedisClusterState:
         ttl: float,
         share: NodeShareEntries,
         retired: Iterable[str],
-    ) -> Awaitable[None]:
+    ) -> Awaitable[list[Rejoined]]:
         """Queue, in this order and without yielding: load the scripts, register this owner, write the
         node's whole share under it, and end the heartbeats of `retired` earlier incarnations.
 
         Everything is written to the link before this returns, so any call made afterwards runs in
-        Redis after the state is complete. Await the result to learn whether it all succeeded.
+        Redis after the state is complete. Await the result to learn whether it all succeeded, and which
+        memberships were their user's first on the channel cluster-wide (the cluster had lost the user:
+        each such answer is given to one writer only, so announcing them is exactly once).
         """
         link = self.link
         replies: list[asyncio.Future[Any]] = [
@@ -147,23 +159,35 @@ class RedisClusterState:
                 triples += (sub.app_id, sub.channel, sub.socket_id)
             replies.append(self._send("add_subscriptions", self.owner, *triples))
         memberships = share.memberships
+        batches: list[tuple[asyncio.Future[Any], Sequence[Membership]]] = []
         for start in range(0, len(memberships), RESTORE_BATCH):
+            batch = memberships[start : start + RESTORE_BATCH]
             groups: list[Arg] = []
-            for member in memberships[start : start + RESTORE_BATCH]:
+            for member in batch:
                 info = orjson.dumps(member.user_info)
                 groups += (member.app_id, member.channel, member.socket_id, member.user_id, info)
-            replies.append(self._send("add_members", self.owner, *groups))
+            batches.append((self._send("add_members", self.owner, *groups), batch))
+        replies += (reply for reply, _ in batches)
         alive_keys = [self._key("node", owner, "alive") for owner in retired]
         if alive_keys:
             replies.append(link.request_nowait(b"DEL", *alive_keys))
-        return self._check_all(replies)
+        return self._check_all(replies, batches)
 
     @staticmethod
-    async def _check_all(replies: list[asyncio.Future[Any]]) -> None:
+    async def _check_all(
+        replies: list[asyncio.Future[Any]], batches: list[tuple[asyncio.Future[Any], Sequence[Membership]]]
+    ) -> list[Rejoined]:
         try:
             for reply in replies:
                 if await reply == EVICTED:
                     raise NodeEvicted
+            rejoined: list[Rejoined] = []
+            for reply, batch in batches:
+                flags = _flags(reply.result())
+                rejoined += (
+                    Rejoined(member, flag == BACK) for member, flag in zip(batch, flags, strict=True) if flag >= FIRST
+                )
+            return rejoined
         finally:
             for reply in replies:  # consume every outcome so none is reported as never retrieved
                 if reply.done() and not reply.cancelled():
@@ -209,7 +233,7 @@ class RedisClusterState:
     async def add_member(self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any) -> bool:
         info = orjson.dumps(user_info)
         reply = await self._run("add_members", self.owner, app_id, channel, socket_id, user_id, info)
-        return _flags(reply) == [1]
+        return _flags(reply)[0] >= FIRST
 
     async def remove_member(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
         return _int(await self._run("remove_member", app_id, channel, socket_id, user_id)) == 1

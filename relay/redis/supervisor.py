@@ -3,8 +3,9 @@
 A session is three links (cluster state, publishing, pub/sub). When one breaks, calls go to the node's
 share at once and reconnection backs off (relay/backoff.py) from 0.1 s to 5 s. A new session registers the
 node as a new incarnation, writes the share back, re-subscribes, flushes the publish queue, and sweeps
-what earlier incarnations held but the node no longer does. On the heartbeat's tick it refreshes this
-incarnation, checks the pub/sub link answers PING, and sweeps the entries of nodes found dead.
+what earlier incarnations held but the node no longer does; then it announces the members the cluster
+had lost and this node brought back, and heals its own clients' presence (healing.py). On the heartbeat's
+tick it refreshes this incarnation, checks the pub/sub link answers PING, and sweeps dead nodes' entries.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from typing import Final
 
 from redis.exceptions import RedisError
 
-from relay.adapters.base import ClusterListener
+from relay.adapters.base import ClusterListener, LocalSubscription
 from relay.alerts import AlertKind, Alerts
 from relay.backoff import Backoff
+from relay.redis.healing import PresenceHealer
 from relay.redis.heartbeat import Heartbeat
 from relay.redis.link import PipelinedLink, RedisUnavailable, open_pubsub
 from relay.redis.publisher import Publisher
 from relay.redis.scripts import LuaScript
 from relay.redis.session import Session
 from relay.redis.share import NodeShare
-from relay.redis.state import NodeEvicted, RedisClusterState
+from relay.redis.state import NodeEvicted, RedisClusterState, Rejoined
 from relay.redis.subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -184,9 +186,15 @@ class Supervisor:
         self.up.set()
         self.down.clear()
 
-        await done
+        rejoined = await done
         del self._retired[: len(retired)]
         await self._sweep(cluster)  # what the retired incarnations held and the node no longer does
+        if self.listener is not None:
+            self._announce_rejoined(self.listener, rejoined)
+            # A session task: cancelled with the session, so it never heals from a node-only answer.
+            grace = self._heartbeat.node_timeout
+            healer = PresenceHealer(self.listener, cluster, grace, self._subscriptions.barrier)
+            session.tasks.append(asyncio.create_task(healer.run(), name=f"{name}-presence-heal"))
         if self._down_since is not None:
             outage = time.monotonic() - self._down_since
             logger.info(
@@ -204,6 +212,15 @@ class Supervisor:
                     AlertKind.REDIS_RECOVERED,
                     f"Redis at {self.address} is back after {outage:.1f} s (node {self.node_id})",
                 )
+
+    def _announce_rejoined(self, listener: ClusterListener, rejoined: list[Rejoined]) -> None:
+        for back in rejoined:
+            member = back.membership
+            held = LocalSubscription(member.app_id, member.channel, member.socket_id, member.user_id, member.user_info)
+            try:
+                listener.member_rejoined(held, back.removal_announced)
+            except Exception:
+                logger.exception("member_rejoined failed for app_id=%s channel=%s", member.app_id, member.channel)
 
     async def beat(self) -> None:
         """The heartbeat's tick: refresh this incarnation, check the pub/sub link, sweep dead nodes."""

@@ -8,7 +8,7 @@ members and channels) and holds the snapshot a node would report after an outage
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ class RecordingListener:
     delivered: list[Envelope] = field(default_factory=list)
     members_lost: list[tuple[str, str, str]] = field(default_factory=list)
     channels_lost: list[tuple[str, str]] = field(default_factory=list)
+    members_rejoined: list[tuple[LocalSubscription, bool]] = field(default_factory=list)
     connections: dict[str, int] = field(default_factory=dict)
     subscriptions: dict[tuple[str, str, str], LocalSubscription] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -51,6 +52,18 @@ class RecordingListener:
 
     def local_snapshot(self) -> LocalSnapshot:
         return LocalSnapshot(dict(self.connections), tuple(self.subscriptions.values()))
+
+    def member_rejoined(self, member: LocalSubscription, removal_announced: bool) -> None:
+        self.members_rejoined.append((member, removal_announced))
+        self._changed.set()
+
+    def presence_channels(self) -> list[tuple[str, str]]:
+        return []
+
+    def heal_members(
+        self, app_id: str, channel: str, members: Mapping[str, Any], vanished: Collection[str]
+    ) -> set[str]:
+        return set()
 
     def frames(self, channel: str) -> list[bytes]:
         return [e.frame for e in self.delivered if e.channel == channel]

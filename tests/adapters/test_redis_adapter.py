@@ -141,6 +141,30 @@ async def test_dead_node_members_are_removed_within_node_timeout(make_redis_node
     assert await alive.adapter.channels(APP) == {"presence-room": 1}
 
 
+async def test_node_presumed_dead_announces_its_members_again_once_when_it_returns(
+    make_redis_node: NodeFactory, redis_process: RedisProcess
+) -> None:
+    alive, cut_off = await make_redis_node("alive"), await make_redis_node("cut-off")
+    await alive.subscribe("presence-room", "a1", "alice", {"n": 1})
+    await cut_off.subscribe("presence-room", "c1", "carol", {"n": 3})
+    await cut_off.subscribe("presence-room", "c2", "alice", {"n": 1})  # alice stays through a1
+    client = Redis.from_url(redis_process.url)
+    try:
+        # Its heartbeat expires, as when the node cannot reach Redis for longer than node_timeout.
+        assert await client.delete(*await client.keys("relay-test:node:cut-off.*:alive")) == 1
+    finally:
+        await client.aclose()
+    await alive.listener.wait_for(
+        lambda: alive.listener.members_lost == [(APP, "presence-room", "carol")], "carol swept as lost"
+    )
+    await cut_off.listener.wait_for(lambda: bool(cut_off.listener.members_rejoined), "carol written back")
+    await wait_until(lambda: redis_of(cut_off).evictions == 1, "the eviction counted")
+    # carol's removal was announced, so her return is announced (with the webhook), once and by her node.
+    assert [(m.user_id, m.socket_id, told) for m, told in cut_off.listener.members_rejoined] == [("carol", "c1", True)]
+    assert alive.listener.members_rejoined == []
+    assert await alive.adapter.members(APP, "presence-room") == {"alice": {"n": 1}, "carol": {"n": 3}}
+
+
 async def test_graceful_close_removes_the_node_share_at_once(make_redis_node: NodeFactory) -> None:
     stays, leaves = await make_redis_node("stays"), await make_redis_node("leaves")
     await leaves.subscribe("presence-room", "l1", "lea", None)
@@ -180,6 +204,9 @@ async def test_redis_restart_resyncs_state_and_delivers_exactly_once(
         assert await node.adapter.members(APP, "presence-room") == {"alice": {"name": "Alice"}, "bob": {"name": "Bob"}}
         assert await node.adapter.subscription_count(APP, "news") == 2
         assert await node.adapter.channels(APP) == {"presence-room": 2, "news": 2}
+    # Each member is announced again by its own node only; no removal had been announced (no webhook).
+    assert [(m.user_id, told) for m, told in a.listener.members_rejoined] == [("alice", False)]
+    assert [(m.user_id, told) for m, told in b.listener.members_rejoined] == [("bob", False)]
 
     for n in range(100):
         a.adapter.publish(event("news", n))

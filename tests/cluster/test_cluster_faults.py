@@ -8,8 +8,9 @@ subprocesses, Pusher WebSocket clients over real sockets, the signed HTTP API vi
    order per publishing node;
 3. Redis restarted during a publish burst leaves no node stuck;
 4. presence changes made while Redis was away, and the members of a node cut off from Redis for
-   longer than node_timeout, are announced again when it returns (strict xfail: adapter bug);
-5. Redis that hangs (SIGSTOP) instead of dying: no stuck node, bounded waits, clean recovery;
+   longer than node_timeout, are announced to every node's clients when it returns;
+5. Redis that hangs (SIGSTOP) instead of dying: no stuck node, bounded waits, clean recovery, and
+   members swept as dead meanwhile announced again;
 6. cache channels across a partition.
 
 A gated TCP proxy in front of one node lets a test decide when that node reaches Redis. The figures
@@ -677,17 +678,6 @@ class GatedProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class NotAnnounced(AssertionError):
-    """The one failure the xfail below expects (any other error fails the test)."""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotAnnounced,
-    reason="adapter bug: members who join or leave a node while Redis is away are written back (or not) when "
-    "it returns, so the users API is right, but member_added/member_removed reach another node only if that "
-    "node re-subscribed before the queued publish was flushed; nothing re-announces them",
-)
 async def test_presence_changes_during_outage_announced_after_recovery(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -749,12 +739,18 @@ async def test_presence_changes_during_outage_announced_after_recovery(
                 "u-leaver" not in removed
             )
 
-        try:
-            await member1.wait(
-                lambda: not missing(), "presence changes made during the outage", timeout=REMOVAL_BOUND + MARGIN
-            )
-        except AssertionError:
-            raise NotAnnounced(f"node 1's member never got {missing()}") from None
+        await member1.wait(
+            lambda: not missing(), "presence changes made during the outage", timeout=REMOVAL_BOUND + MARGIN
+        )
+        # Everything each node published before this probe has arrived: no client heard a change twice,
+        # though node 0 published member_added(u-late) twice (queued in the outage, and at its write-back).
+        await connected_everywhere(nodes, [(0, member0), (1, member1), (2, witness)], probe)
+        for sink in (member0, member1):
+            for event in ("pusher_internal:member_added", "pusher_internal:member_removed"):
+                users = [d["user_id"] for d in sink.events(event, room)]
+                assert len(users) == len(set(users)), f"{sink.name} heard {event} twice: {users}"
+        flaps = [d["user_id"] for d in member0.events("pusher_internal:member_removed", room) if d["user_id"] == "u1"]
+        print(f"\nmeasured: node 0's member was told u1 left {len(flaps)} times while node 1 was held off")
     finally:
         if nodes is not None:
             await nodes.close()
@@ -764,12 +760,6 @@ async def test_presence_changes_during_outage_announced_after_recovery(
         redis.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotAnnounced,
-    reason="adapter bug: a node cut off from Redis longer than node_timeout has its members removed "
-    "(member_removed is sent, as designed), but when it reconnects it writes them back without member_added",
-)
 async def test_partitioned_node_members_announced_again_when_it_returns(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -820,14 +810,14 @@ async def test_partitioned_node_members_announced_again_when_it_returns(
                 for f in member0.frames[removed_at:]
             )
 
-        try:
-            await member0.wait(
-                added_u1_again,
-                "member_added for u1 after its node returned",
-                timeout=REMOVAL_BOUND + MARGIN,
-            )
-        except AssertionError as error:
-            raise NotAnnounced(str(error)) from None
+        await member0.wait(
+            added_u1_again, "member_added for u1 after its node returned", timeout=REMOVAL_BOUND + MARGIN
+        )
+        # Once only, and not to u1's own node, whose clients never heard it leave.
+        await connected_everywhere(nodes, [(0, member0), (1, member1)], probe)
+        again = [f for f in member0.frames[removed_at:] if f.get("event") == "pusher_internal:member_added"]
+        assert [inner(f)["user_id"] for f in again] == ["u1"]
+        assert member1.events("pusher_internal:member_added", room) == []
     finally:
         if nodes is not None:
             await nodes.close()
@@ -916,6 +906,16 @@ async def test_redis_hang_no_stuck_node(fault_cluster: FaultCluster, http: aioht
                 inner(f)["user_id"] for f in sink.frames[mark:] if f.get("event") == "pusher_internal:member_removed"
             ]
             print(f"measured: sub{index} (still connected everywhere) got member_removed for {removed}")
+
+            def healed(sink: Sink = sink, mark: int = mark) -> bool:
+                """Every member removed by the sweep was announced again: the last word on each is member_added."""
+                last: dict[str, str] = {}
+                for f in sink.frames[mark:]:
+                    if f.get("event") in ("pusher_internal:member_added", "pusher_internal:member_removed"):
+                        last[inner(f)["user_id"]] = f["event"]
+                return all(event == "pusher_internal:member_added" for event in last.values())
+
+            await sink.wait(healed, "member_added for every member the sweep removed")
     finally:
         await nodes.close()
 

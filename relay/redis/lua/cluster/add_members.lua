@@ -3,7 +3,8 @@
 -- KEYS: none. ARGV[1] prefix, ARGV[2] owner, then groups of five ARGV[i..i+4] =
 --   app_id, channel, socket_id, user_id, user_info as JSON.
 -- Returns one flag per group: 1 when that connection is the user's first on the channel anywhere
--- (member_added); or -1 (for the whole call, nothing written) when this owner's heartbeat has expired.
+-- (member_added), 2 when it is and a sweep had announced the user's removal (the user is back); or -1
+-- (for the whole call, nothing written) when this owner's heartbeat has expired.
 local p, owner = ARGV[1], ARGV[2]
 if not is_alive(p, owner) then
   return -1
@@ -30,7 +31,7 @@ for i = 3, #ARGV, 5 do
     if redis.call("HINCRBY", channel_key(p, app, channel, "ucount"), user, 1) == 1 then
       redis.call("HSET", channel_key(p, app, channel, "info"), user, info)
       redis.call("ZADD", channel_key(p, app, channel, "order"), redis.call("INCR", p .. ":seq"), user)
-      first = 1
+      first = 1 + redis.call("HDEL", channel_key(p, app, channel, "gone"), user)
     end
   end
   flags[#flags + 1] = first

@@ -15,11 +15,14 @@
 --   P:app:<app>:ch:<channel>:ucount    HASH   user_id -> that user's connections on the channel
 --   P:app:<app>:ch:<channel>:info      HASH   user_id -> user_info as JSON
 --   P:app:<app>:ch:<channel>:order     ZSET   user_id scored by join sequence (member order)
+--   P:app:<app>:ch:<channel>:gone      HASH   user_id -> 1: members whose removal a sweep announced (kept
+--                                             GONE_TTL_MS, so their return is announced as a new join)
 --   P:seq                              STRING join sequence counter
 --   P:app:<app>:cache:<channel>        STRING a cache channel's last event (PX = its TTL)
 -- Channel names never contain ':' or NUL (docs/protocol.md section 4), so keys and entries are unambiguous.
 
 local SEP = "\0"
+local GONE_TTL_MS = 86400000
 
 local function node_key(p, owner, what)
   return p .. ":node:" .. owner .. ":" .. what

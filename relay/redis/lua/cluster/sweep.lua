@@ -19,6 +19,9 @@ for _, owner in ipairs(redis.call("SMEMBERS", p .. ":nodes")) do
       if redis.call("HGET", msocks, socket) == owner .. SEP .. user then
         redis.call("HDEL", msocks, socket)
         if drop_user_connection(p, app, channel, user) == 1 then
+          local gone = channel_key(p, app, channel, "gone")
+          redis.call("HSET", gone, user, 1)
+          redis.call("PEXPIRE", gone, GONE_TTL_MS)
           lost_members[#lost_members + 1] = app
           lost_members[#lost_members + 1] = channel
           lost_members[#lost_members + 1] = user
