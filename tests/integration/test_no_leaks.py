@@ -141,12 +141,13 @@ async def assert_node_empty(node: Node, published: set[str], total: int) -> None
     assert node.connections == {}
     assert node.registry.is_empty(), list(node.registry.entries())[:10]
     assert node.users == {}
-    assert adapter._connections == {}
-    assert adapter._subscriptions == {}, list(adapter._subscriptions)[:10]
-    assert adapter._members == {}, list(adapter._members)[:10]
+    state = adapter.state
+    assert state._connections == {}
+    assert state._subscriptions == {}, list(state._subscriptions)[:10]
+    assert state._members == {}, list(state._members)[:10]
     assert adapter.is_empty()
     # The cache is per channel with a TTL, not per socket: only the channels published to hold an event.
-    assert {channel for _, channel in adapter._cache} <= published
+    assert {channel for _, channel in state._cache} <= published
     assert node.metrics.app(APP.id).connections_opened == total
     assert sum(node.metrics.app(APP.id).closed_by_code.values()) == total
     assert len(node._verifiers) == 1 and len(node._settings) == 1
