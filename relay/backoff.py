@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 
@@ -35,3 +36,15 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+def stop_if_cancelled() -> None:
+    """For a retry loop's `except Exception`: re-raise CancelledError when the running task was cancelled.
+
+    redis-py can turn the CancelledError delivered during a command into a connection error. A loop that
+    retries on errors would then swallow its own cancellation and run for ever, and whoever awaits the
+    cancelled task (a shutdown, a test's teardown) with it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

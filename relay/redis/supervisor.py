@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from relay.adapters.base import ClusterListener, LocalSubscription
 from relay.alerts import AlertKind, Alerts
-from relay.backoff import Backoff
+from relay.backoff import Backoff, stop_if_cancelled
 from relay.redis.healing import PresenceHealer
 from relay.redis.heartbeat import Heartbeat
 from relay.redis.link import PipelinedLink, RedisUnavailable, open_pubsub
@@ -135,8 +135,10 @@ class Supervisor:
             except NodeEvicted as caught:
                 evicted, error = True, caught
             except (RedisUnavailable, RedisError, OSError, TimeoutError) as caught:
+                stop_if_cancelled()
                 error = caught
             except Exception as caught:
+                stop_if_cancelled()
                 # A bug or an unexpected reply: log it, treat it like an outage, and carry on.
                 logger.exception("Redis session of node %s failed", self.node_id)
                 error = caught

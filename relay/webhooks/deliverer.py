@@ -14,7 +14,7 @@ from typing import Final
 import aiohttp
 
 from relay.alerts import AlertKind, url_host
-from relay.backoff import Backoff
+from relay.backoff import Backoff, stop_if_cancelled
 from relay.config import AppConfig, WebhookSettings
 from relay.metrics import Metrics
 from relay.webhooks.counters import WebhookCounters
@@ -72,6 +72,9 @@ class Deliverer:
                 delivery = await self._store.take(self._poll_interval)
             except Exception:
                 self._slots.release()
+                stop_if_cancelled()
+                if self.closed:
+                    return
                 delay = failures.failed()
                 logger.exception("webhooks: reading the queue failed (attempt %d)", failures.failures)
                 await asyncio.sleep(delay)
@@ -167,6 +170,7 @@ class Deliverer:
                 await call()
                 return
             except Exception:
+                stop_if_cancelled()
                 delay = failures.failed()
                 if self.closed:
                     raise

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from relay.backoff import Backoff
+from relay.backoff import Backoff, stop_if_cancelled
 from relay.config import WebhookSettings
 from relay.protocol.webhook_events import WebhookEvent
 from relay.webhooks.counters import WebhookCounters
@@ -79,6 +79,7 @@ class Pump:
                 await self.pump_once(final=False)
                 failures.reset()
             except Exception:
+                stop_if_cancelled()
                 delay = failures.failed()
                 logger.exception("webhooks: queueing failed (attempt %d); events wait in memory", failures.failures)
                 with contextlib.suppress(TimeoutError):
@@ -99,6 +100,7 @@ class Pump:
                 await self.pump_once(final=True)
                 return
             except Exception:
+                stop_if_cancelled()
                 logger.exception("webhooks: flushing at shutdown failed; trying again")
                 await asyncio.sleep(self._poll_interval)
 
