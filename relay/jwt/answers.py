@@ -1,4 +1,4 @@
-"""What an app's own auth endpoints answer, computed from verified claims (PROTOCOL.md §2.3-2.6):
+"""What an app's own auth endpoints answer, computed from verified claims (docs/protocol.md §2.3-2.6):
 `auth`, `channel_data` for presence, `shared_secret` for private-encrypted, `user_data` for sign-in."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def channel_answer(app: AppConfig, claims: TokenClaims, socket_id: str, channel:
 
 
 def user_answer(app: AppConfig, claims: TokenClaims, socket_id: str) -> dict[str, str]:
-    """The body of a successful `POST /user-auth` (sign-in, PROTOCOL.md §2.6)."""
+    """The body of a successful `POST /user-auth` (sign-in, docs/protocol.md §2.6)."""
     user_data = user_json({"id": claims.user_id}, claims.user_info)
     return {"auth": user_auth(app.key, app.secret, socket_id, user_data), "user_data": user_data}
 
