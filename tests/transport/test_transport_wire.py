@@ -386,6 +386,23 @@ async def test_wrong_path_upgrade_4005_and_api_still_answers(server: RelayServer
 # Resources -------------------------------------------------------------------------------------------
 
 
+async def stalled_subscriber(server: RelayServer, channel: str) -> tuple[RawSocket, asyncio.StreamWriter]:
+    """A client with a tiny receive window, subscribed to `channel`, that stops reading."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=raw, limit=1024)
+    stalled = RawSocket(reader, writer)
+    await stalled.write(upgrade_request(APP_PATH, base64.b64encode(os.urandom(16))))
+    assert (await stalled.read_head())[0] == 101
+    await established(stalled)
+    await stalled.write(frame(TEXT, subscribe_frame(channel)))
+    await expect_event(stalled, "pusher_internal:subscription_succeeded")
+    writer.transport.pause_reading()
+    return stalled, writer
+
+
 async def test_slow_consumer_is_cut_while_others_keep_receiving(relay_server: RelayServerFactory, http: Any) -> None:
     server = await relay_server(replace(APP, max_event_size=200_000), max_outbound_buffer=65_536)
     api = Api(http, server.port)
@@ -395,19 +412,7 @@ async def test_slow_consumer_is_cut_while_others_keep_receiving(relay_server: Re
     await expect_event(reader, "pusher_internal:subscription_succeeded")
 
     # A client with a tiny receive window that never reads after subscribing.
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", server.port))
-    stalled_reader, stalled_writer = await asyncio.open_connection(sock=raw, limit=1024)
-    stalled = RawSocket(stalled_reader, stalled_writer)
-    key = base64.b64encode(os.urandom(16))
-    await stalled.write(upgrade_request(APP_PATH, key))
-    assert (await stalled.read_head())[0] == 101
-    await established(stalled)
-    await stalled.write(frame(TEXT, subscribe_frame("flood")))
-    await expect_event(stalled, "pusher_internal:subscription_succeeded")
-    stalled_writer.transport.pause_reading()
+    stalled, _ = await stalled_subscriber(server, "flood")
 
     data = "x" * 100_000
     sent = 0
@@ -433,18 +438,7 @@ async def test_slow_consumer_is_told_that_messages_were_dropped(relay_server: Re
     limit = 65_536
     server = await relay_server(replace(APP, max_event_size=200_000), max_outbound_buffer=limit)
     sdk = Api(http, server.port).sdk(APP.id, APP.key, APP.secret)
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", server.port))
-    stalled_reader, stalled_writer = await asyncio.open_connection(sock=raw, limit=1024)
-    stalled = RawSocket(stalled_reader, stalled_writer)
-    await stalled.write(upgrade_request(APP_PATH, base64.b64encode(os.urandom(16))))
-    assert (await stalled.read_head())[0] == 101
-    await established(stalled)
-    await stalled.write(frame(TEXT, subscribe_frame("flood")))
-    await expect_event(stalled, "pusher_internal:subscription_succeeded")
-    stalled_writer.transport.pause_reading()
+    stalled, stalled_writer = await stalled_subscriber(server, "flood")
 
     data = "x" * 100_000
     sent = 0
