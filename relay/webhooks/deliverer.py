@@ -30,7 +30,8 @@ MAX_CONCURRENT_REQUESTS: Final = 16
 
 
 class Deliverer:
-    """`closed` (set by the dispatcher at shutdown) stops retrying store writes that fail."""
+    """`closed` (set by the dispatcher at shutdown) stops retrying store writes that fail; `stopping` (set
+    once the shutdown's flush is over) stops taking deliveries."""
 
     def __init__(
         self,
@@ -53,6 +54,7 @@ class Deliverer:
         self.sending: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
+        self.stopping = False
         # Delivery latency and operators' alerts; set by the dispatcher when metrics are wired.
         self.metrics: Metrics | None = None
 
@@ -64,9 +66,14 @@ class Deliverer:
             await self._session.close()
 
     async def run(self) -> None:
-        """Take deliveries from the store while a request slot is free; one task per request."""
+        """Take deliveries from the store while a request slot is free; one task per request.
+
+        Ends by itself once `stopping` is set, within one poll interval: redis-py can swallow the
+        cancellation of a blocking command (redis/redis-py#2028), so cancelling this task alone is not
+        enough to stop it. A delivery taken after `stopping` stays in flight; the store hands it back.
+        """
         failures = Backoff(first=0.2, cap=5.0)
-        while True:
+        while not self.stopping:
             await self._slots.acquire()
             try:
                 delivery = await self._store.take(self._poll_interval)
@@ -83,7 +90,7 @@ class Deliverer:
                 self._slots.release()
                 raise
             failures.reset()
-            if delivery is None:
+            if delivery is None or self.stopping:
                 self._slots.release()
                 continue
             task = asyncio.create_task(self._send(delivery), name=f"relay-webhook-send-{delivery.id}")

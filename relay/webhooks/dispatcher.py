@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from relay.config import AppConfig, WebhookSettings
 from relay.metrics import Metrics
@@ -29,6 +29,9 @@ from relay.webhooks.targets import Target, first_backoff, interest, wanted
 from relay.webhooks.throttle import SubscriptionCountThrottle
 
 logger = logging.getLogger(__name__)
+
+# Seconds close() waits for its cancelled tasks; the fetch task needs at most one poll interval (<= 1 s).
+STOP_TIMEOUT: Final = 3.0
 
 
 class WebhookDispatcher:
@@ -217,9 +220,14 @@ class WebhookDispatcher:
             self._close_intake()
             sending = self._deliverer.sending
             tasks = [task for task in (self._pump_task, self._fetch_task, *sending) if task is not None]
+            self._deliverer.stopping = True
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: the fetch task ends within a poll interval even when redis-py swallowed its cancel
+            # (Deliverer.run); past the bound the store's close() cuts its connections under it.
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_TIMEOUT) if tasks else (set(), set())
+            if stuck:
+                logger.warning("webhooks: %d tasks did not stop within %gs", len(stuck), STOP_TIMEOUT)
             given_up = await self._store.close() + self._pump.local_events
             self._pump.local_events = 0
             if given_up:
