@@ -1,9 +1,15 @@
-"""Exponential backoff: the one formula for every retry loop (webhook deliveries, store and Redis reconnects)."""
+"""Exponential backoff: the one formula for every retry loop (webhook deliveries, store and Redis reconnects),
+and the cancellation helpers those loops need."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+from collections.abc import Collection
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def backoff_delay(attempt: int, first: float, cap: float, jitter: float = 0.0) -> float:
@@ -48,3 +54,20 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]], timeout: float) -> set[asyncio.Task[Any]]:
+    """Cancel `tasks` and wait for them at most `timeout` seconds; the ones still running.
+
+    Bounded because redis-py can swallow a cancellation outright (redis/redis-py#2028): a task blocked in
+    a Redis read may go on running, and a shutdown that waited for it would never end. The caller closes
+    the task's connection next, which ends it.
+    """
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return set()
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    if pending:
+        logger.warning("%d tasks did not stop within %gs of being cancelled", len(pending), timeout)
+    return pending

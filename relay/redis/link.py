@@ -26,6 +26,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from relay.backoff import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 Arg: TypeAlias = bytes | str | int | float
@@ -163,7 +165,7 @@ class PipelinedLink:
 
     async def _run(self) -> None:
         """Send what was queued during the last loop iteration as one pipeline; repeat."""
-        while True:
+        while not self._closed:  # not only the cancel: redis-py can swallow it (relay.backoff.cancel_and_wait)
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
@@ -208,8 +210,7 @@ class PipelinedLink:
         self.on_lost = None
         self._lose(RedisUnavailable(f"{self.name} link to Redis closed"))
         if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
+            await cancel_and_wait([self._runner], self.timeout * 2)  # a runner stuck past it fails on aclose
             self._runner = None
         await self._client.aclose()
 

@@ -9,6 +9,7 @@ import logging
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from relay.backoff import cancel_and_wait
 from relay.redis.link import PipelinedLink
 from relay.redis.state import RedisClusterState
 
@@ -36,9 +37,8 @@ class Session:
         self.pubsub_wake.set()
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # A reader stuck past the bound (a swallowed cancel) ends as its link closes below.
+        await cancel_and_wait(self.tasks, self.cluster.link.timeout * 2)
         self.tasks.clear()
         await self.cluster.link.close()
         await self.publisher.close()

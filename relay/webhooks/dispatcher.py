@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final
 
+from relay.backoff import cancel_and_wait
 from relay.config import AppConfig, WebhookSettings
 from relay.metrics import Metrics
 from relay.protocol.webhook_events import WebhookEvent, WebhookEventName
@@ -221,13 +222,9 @@ class WebhookDispatcher:
             sending = self._deliverer.sending
             tasks = [task for task in (self._pump_task, self._fetch_task, *sending) if task is not None]
             self._deliverer.stopping = True
-            for task in tasks:
-                task.cancel()
-            # Bounded: the fetch task ends within a poll interval even when redis-py swallowed its cancel
+            # The fetch task ends within a poll interval even when redis-py swallowed its cancel
             # (Deliverer.run); past the bound the store's close() cuts its connections under it.
-            _, stuck = await asyncio.wait(tasks, timeout=STOP_TIMEOUT) if tasks else (set(), set())
-            if stuck:
-                logger.warning("webhooks: %d tasks did not stop within %gs", len(stuck), STOP_TIMEOUT)
+            await cancel_and_wait(tasks, STOP_TIMEOUT)
             given_up = await self._store.close() + self._pump.local_events
             self._pump.local_events = 0
             if given_up:
