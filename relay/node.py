@@ -95,7 +95,7 @@ class Node:
         self._held_leaves: set[asyncio.Task[None]] = set()
         self.recovery = Recovery(self._recovery_released)  # missed-message recovery, docs/recovery.md
         # Big channels' events go out a slice per loop iteration (relay.fanout).
-        self.fanout = SlicedFanout(self.registry, self._written)
+        self.fanout = SlicedFanout(self._written)
         # With the in-memory adapter nothing here suspends: opens, joins and leaves run without a task.
         self.synchronous = adapter.completes_synchronously
         self._show_apps()
@@ -454,7 +454,7 @@ class Node:
             traffic.bytes_out += sent * len(wire)
             channel = (envelope.app_id, envelope.channel)
             if self.fanout.takes(channel, len(subscribers)):
-                self.fanout.send(channel, wire, skip, envelope.accepted_at)
+                self.fanout.send(channel, subscribers, wire, skip, envelope.accepted_at)
                 return
             for socket_id, connection in subscribers.items():
                 if socket_id != skip:

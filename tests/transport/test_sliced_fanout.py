@@ -128,3 +128,20 @@ async def test_subscriber_leaving_in_the_middle(sliced: RelayServer, sdk: Any) -
     assert orjson.loads(await asyncio.wait_for(leaver.read_text(), scaled(5)))["event"] == "pusher:pong"
     assert sliced.node.fanout.in_progress() == 0
     writer.close()
+
+
+async def test_subscriber_joining_in_the_middle_gets_only_later_events(sliced: RelayServer, sdk: Any) -> None:
+    """Events published before a subscribe are not sent to it, also when their fan-out starts after it."""
+    socks = await subscribers(sliced, SUBSCRIBERS)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sliced.port)
+    writer.write(publish_request(sdk, "e1") + publish_request(sdk, "e2"))  # e2 waits behind e1's slices
+    for _ in range(2):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readexactly(2)
+    joiner = await subscriber(sliced)
+    assert sliced.node.fanout.in_progress() == 1  # it joined while e1 or e2 was still going out
+    writer.write(publish_request(sdk, "e3"))
+    assert await events(joiner, 1) == ["e3"]
+    received = await asyncio.gather(*(events(sock, 3) for sock in socks))
+    assert all(names == ["e1", "e2", "e3"] for names in received)
+    writer.close()
