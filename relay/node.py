@@ -225,7 +225,8 @@ class Node:
             await pending
 
     def receive_nowait(self, connection: Connection, raw: bytes | str) -> Coroutine[Any, Any, None] | None:
-        """Handle one frame; returns a coroutine only when it needs cluster state (subscribe, unsubscribe).
+        """Handle one frame; returns a coroutine only when it needs cluster state (subscribe, unsubscribe)
+        from an adapter that may suspend (with the in-memory one, those run here too, relay.eager).
 
         Pings, client events and refusals complete here without a task, so a transport can keep
         reading; it must await a returned coroutine before handing this connection its next frame.

@@ -151,7 +151,7 @@ class LeanConnection(asyncio.Protocol):
         try:
             pending = run_now(coroutine)
         except Exception:
-            logger.exception("handling a frame failed for socket_id=%s", self.socket_id)
+            logger.exception("opening socket_id=%s failed", self.socket_id)
             return
         if pending is not None:
             self._wait_for(pending)
