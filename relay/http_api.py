@@ -45,6 +45,8 @@ CHANNELS_INFO: Final = frozenset({"user_count", "subscription_count"})
 EMPTY_OBJECT: Final = b"{}"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A publish's answer to a transport: status, JSON body, and Retry-After seconds for a 429.
+PublishAnswer = tuple[int, bytes, int | None]
 
 
 # Prefix of the route names that count_requests counts (the rest of the name is the endpoint label).
@@ -319,23 +321,24 @@ class HttpApi:
 
     async def publish_request(
         self, method: str, raw_target: str, raw_query: str, app_id: str, body: bytes, *, batch: bool
-    ) -> tuple[int, bytes]:
+    ) -> PublishAnswer:
         """`POST /events` (or `/batch_events`) from plain bytes, for transports that parse HTTP themselves.
 
         The same checks in the same order as the aiohttp handlers, minus the body size (the caller's).
-        Returns the status and the JSON body; an error is `{"error": ...}` exactly as aiohttp sends it.
+        Returns the status, the JSON body and the Retry-After seconds of a 429 (else None); an error is
+        `{"error": ...}` exactly as aiohttp sends it.
         """
         started = time.perf_counter()
-        status, answer = 500, b'{"error":"Internal server error"}'
+        status, answer, retry_after = 500, b'{"error":"Internal server error"}', None
         try:
             app, query = self.check_signature(method, raw_target, raw_query, app_id)
             signed = self.check_body(app, query, body)
             status, answer = await (self._publish_batch(signed) if batch else self._publish_events(signed))
         except ApiError as error:
-            status, answer = error.status, error.body_bytes
+            status, answer, retry_after = error.status, error.body_bytes, error.retry_after
         finally:
             self.count_request(app_id, "batch_events" if batch else "events", status, started)
-        return status, answer
+        return status, answer, retry_after
 
     async def _publish_events(self, signed: SignedRequest) -> tuple[int, bytes]:
         event = self._event(signed.app, self._json_object(signed.body), batch=False)

@@ -33,6 +33,8 @@ from relay.admission import ConnectionAdmission
 from relay.alerts import AlertKind
 from relay.apps import AppDirectory
 from relay.config import AppConfig
+from relay.eager import run_now
+from relay.fanout import SlicedFanout
 from relay.metrics import Metrics
 from relay.node_gauges import register_node_gauges
 from relay.node_seams import ConnectHook, Connection, NoWebhooks, WebhookSink, session_settings
@@ -92,6 +94,11 @@ class Node:
         self.presence_hold = 0.0
         self._held_leaves: set[asyncio.Task[None]] = set()
         self.recovery = Recovery(self._recovery_released)  # missed-message recovery, docs/recovery.md
+        # Big channels' events go out a slice per loop iteration (relay.fanout).
+        self.fanout = SlicedFanout(self._written)
+        # With the in-memory adapter nothing here suspends: opens, joins and leaves run without a task.
+        self.synchronous = adapter.completes_synchronously
+        self._show_apps()
         register_node_gauges(self.metrics, self)
         self.recovery.register_metrics(self.metrics)
 
@@ -148,8 +155,7 @@ class Node:
         self.apps.replace(apps)
         self._verifiers.clear()
         self._settings.clear()
-        for app in self.apps:
-            self.metrics.app(app.id)
+        self._show_apps()
         for connection in list(self.connections.values()):
             reloaded = self.apps.by_id(connection.app.id)
             if reloaded is None or not reloaded.enabled:
@@ -161,7 +167,18 @@ class Node:
             connection.app = reloaded
             connection.session.reconfigure(*self._session_parts(reloaded))
 
+    def _show_apps(self) -> None:
+        """Every configured app's counters exist from the first scrape on, at zero."""
+        for app in self.apps:
+            self.metrics.app(app.id)
+
     # Connections ---------------------------------------------------------------------------------
+
+    def opens_now(self, app: AppConfig, query: str) -> bool:
+        """Whether open() completes without suspending: the in-memory adapter, and no token to verify (that
+        may need the app's JWKS fetched). A transport may then run it on the spot (relay.eager)."""
+        hook = self.connect_hook
+        return self.synchronous and not (query and hook is not None and hook.may_wait(app, query))
 
     async def open(self, connection: Connection, query: str = "") -> bool:
         """Count the connection against the app's quota and greet it; False when refused (4100, or 4009 for a
@@ -208,7 +225,8 @@ class Node:
             await pending
 
     def receive_nowait(self, connection: Connection, raw: bytes | str) -> Coroutine[Any, Any, None] | None:
-        """Handle one frame; returns a coroutine only when it needs cluster state (subscribe, unsubscribe).
+        """Handle one frame; returns a coroutine only when it needs cluster state (subscribe, unsubscribe)
+        from an adapter that may suspend (with the in-memory one, those run here too, relay.eager).
 
         Pings, client events and refusals complete here without a task, so a transport can keep
         reading; it must await a returned coroutine before handing this connection its next frame.
@@ -223,7 +241,8 @@ class Node:
         if not any(isinstance(action, Join | Leave) for action in actions):
             self._execute_now(connection, actions)
             return None
-        return self._execute(connection, actions)
+        executing = self._execute(connection, actions)
+        return run_now(executing) if self.synchronous else executing
 
     @staticmethod
     def _loop_time() -> float:
@@ -429,14 +448,18 @@ class Node:
                 return  # a member change these clients heard already (announced again after an outage)
             wire = wsframe.text_frame(frame)
             skip = envelope.except_socket_id
-            for socket_id, connection in subscribers.items():
-                if socket_id != skip:
-                    connection.send_wire(wire)
-            # Counted per event, never per frame: the hot loop above stays a bare loop.
+            # Counted per event, never per frame: the hot loop below stays a bare loop.
             sent = len(subscribers) - (skip in subscribers)
             traffic = self.metrics.app(envelope.app_id)
             traffic.messages_out += sent
             traffic.bytes_out += sent * len(wire)
+            channel = (envelope.app_id, envelope.channel)
+            if self.fanout.takes(channel, len(subscribers)):
+                self.fanout.send(channel, subscribers, wire, skip, envelope.accepted_at)
+                return
+            for socket_id, connection in subscribers.items():
+                if socket_id != skip:
+                    connection.send_wire(wire)
             if envelope.accepted_at:
                 # call_soon runs after the write flush this fan-out scheduled, so this is accept to write.
                 asyncio.get_running_loop().call_soon(self._written, envelope.accepted_at)

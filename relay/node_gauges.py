@@ -15,8 +15,6 @@ if TYPE_CHECKING:  # the node calls this module; only its type is needed here
 
 def register_node_gauges(metrics: Metrics, node: Node) -> None:
     """What /metrics reads from the node at scrape time: open connections, subscriptions, readiness."""
-    for app in node.apps:
-        metrics.app(app.id)  # every configured app shows from the first scrape, at zero
     metrics.add_gauge("relay_connections", "WebSocket connections open now", ("app_id",), lambda: _connections(node))
     metrics.add_gauge(
         "relay_subscriptions",

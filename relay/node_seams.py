@@ -44,6 +44,9 @@ class ConnectHook(Protocol):
         """The user a new connection is signed in as from its WebSocket URL's query (a token, relay.jwt.connect),
         None for an anonymous connection, or the error that refuses it."""
 
+    def may_wait(self, app: AppConfig, query: str) -> bool:
+        """Whether user() may suspend for this query (a token to verify); if not, an open can run without a task."""
+
 
 class NoWebhooks:
     def notify(self, app: AppConfig, event: WebhookEvent) -> None:

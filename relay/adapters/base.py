@@ -146,3 +146,7 @@ class ClusterState(Protocol):
 
 class Adapter(Broadcaster, ClusterState, Protocol):
     """Both seams from one backend (one Redis connection pool, one in-memory process)."""
+
+    # True when no call ever suspends or uses asyncio.timeout(): the node and the lean transport then run
+    # opens, subscribes, disconnects and publishes on the spot instead of in tasks (relay.eager).
+    completes_synchronously: bool

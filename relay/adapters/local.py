@@ -12,6 +12,9 @@ from relay.protocol.ids import AppId, SocketId, UserId
 class LocalAdapter:
     """Broadcaster and ClusterState for one process; nothing here needs Redis."""
 
+    # Every call below returns without suspending (a subclass that awaits must set this to False).
+    completes_synchronously = True
+
     def __init__(self) -> None:
         self._listener: ClusterListener | None = None
         self.state = MemoryState()

@@ -22,11 +22,16 @@ class ConnectSignIn:
     def __init__(self, authority: TokenAuthority) -> None:
         self._authority = authority
 
+    def may_wait(self, app: AppConfig, query: str) -> bool:
+        settings = app.jwt
+        return settings is not None and f"{settings.query_parameter}=" in query
+
     async def user(self, app: AppConfig, socket_id: str, query: str) -> Member | errors.PusherError | None:
         """`sub` and `user_info` of the URL's token; None when the app has no JWT settings or the URL no token."""
-        settings = app.jwt
-        if settings is None or f"{settings.query_parameter}=" not in query:
+        if not self.may_wait(app, query):
             return None
+        settings = app.jwt
+        assert settings is not None
         token = next((value for name, value in parse_qsl(query) if name == settings.query_parameter), "")
         if not token:
             return None

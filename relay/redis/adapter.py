@@ -44,6 +44,8 @@ class RedisAdapter:
     node's share instead of failing.
     """
 
+    completes_synchronously = False  # its calls wait for Redis, under asyncio.timeout()
+
     def __init__(
         self,
         config: RedisConfig,

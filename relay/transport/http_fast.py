@@ -3,7 +3,10 @@
 aiohttp's request and response machinery was two thirds of a publish's CPU. A plain keep-alive HTTP/1.1
 publish with a Content-Length is parsed (relay.transport.http_head, llhttp) and answered here instead,
 through HttpApi.publish_request (the same checks, errors and publish as the aiohttp handlers), in a task
-as an aiohttp handler runs, so asyncio.timeout() and cancellation work there as they do in aiohttp.
+as an aiohttp handler runs, so asyncio.timeout() and cancellation work there as they do in aiohttp. With
+an adapter that completes synchronously (in-memory) nothing there can suspend or time out, so the publish
+runs on the spot instead (relay.eager) and its answer is written by a plain callback; should it suspend
+after all, the rest still runs in a task.
 Anything else (another route, chunked bodies, Expect, HTTP/1.0, a head llhttp refuses) hands the
 connection with its buffered bytes to aiohttp for good.
 
@@ -16,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
-import orjson
-
-from relay.http_api import HttpApi
+from relay.eager import Finished, start_eagerly
+from relay.http_api import HttpApi, PublishAnswer
 from relay.node import Node
 from relay.transport.http_head import MAX_FAST_HEAD, HeadError, HeadParser, PublishHead
 from relay.transport.tasks import TaskSet
@@ -45,7 +47,8 @@ _OK_EMPTY: Final = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConten
 HandOver = Callable[[asyncio.Transport, bytes], None]
 
 
-def response(status: int, body: bytes, close: bool) -> bytes:
+def response(status: int, body: bytes, close: bool, retry_after: int | None = None) -> bytes:
+    """The whole response; `retry_after` (seconds) becomes a Retry-After header, as on a 429."""
     if status == 200 and body == b"{}" and not close:
         return _OK_EMPTY
     head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
@@ -53,24 +56,15 @@ def response(status: int, body: bytes, close: bool) -> bytes:
         REASONS.get(status, b""),
         len(body),
     )
-    if status == HTTPStatus.TOO_MANY_REQUESTS:
-        head += _retry_after(body)
+    if retry_after is not None:
+        head += b"Retry-After: %d\r\n" % retry_after
     return head + (b"Connection: close\r\n\r\n" if close else b"\r\n") + body
-
-
-def _retry_after(body: bytes) -> bytes:
-    """The Retry-After header of a 429, from the `retry_after` its JSON body carries (relay.http_api.ApiError)."""
-    try:
-        seconds = int(orjson.loads(body)["retry_after"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        seconds = 1
-    return b"Retry-After: %d\r\n" % seconds
 
 
 class FastPath:
     """What every fast-path connection of one listener uses."""
 
-    __slots__ = ("api", "api_prefix", "hand_over", "max_request_size", "node", "prefix", "tasks")
+    __slots__ = ("api", "api_prefix", "hand_over", "max_request_size", "node", "prefix", "synchronous", "tasks")
 
     def __init__(
         self, api: HttpApi, node: Node, path: str, max_request_size: int, tasks: TaskSet, hand_over: HandOver
@@ -82,6 +76,8 @@ class FastPath:
         self.max_request_size = max_request_size
         self.tasks = tasks
         self.hand_over = hand_over
+        # The in-memory adapter: a publish never suspends, so it runs on the spot, not in a task (relay.eager).
+        self.synchronous = node.synchronous
 
     def may_serve(self, buffer: bytes) -> bool:
         """Whether `buffer`, the start of a request, may still be a publish."""
@@ -100,6 +96,7 @@ class FastHttp(asyncio.Protocol):
         "_eof",
         "_fed",
         "_head",
+        "_idle_since",
         "_parser",
         "_paused",
         "_shared",
@@ -114,12 +111,14 @@ class FastHttp(asyncio.Protocol):
         self._buffer = b""  # input from the start of the request being read
         self._fed = 0  # how much of `_buffer` the parser has seen
         self._head: PublishHead | None = None  # a parsed head whose body is still arriving
-        self._busy: asyncio.Task[None] | None = None  # the publish being answered
+        # The publish being answered: its task, or the call that writes its answer.
+        self._busy: asyncio.Task[None] | asyncio.Handle | None = None
         self._close = False  # the answer in flight ends the connection
         self._closed = False
         self._eof = False  # the client half-closed while an answer was in flight
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None  # loop time since when the connection waits for a request
 
     # asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -182,7 +181,7 @@ class FastHttp(asyncio.Protocol):
             except HeadError:
                 self._hand_over()
                 return
-            self._stop_timer()
+            self._idle_since = None  # a whole request: the keep-alive clock starts again at the next wait
             self._answer(head, body)
 
     def _read_head(self, buffer: bytes) -> PublishHead | None:
@@ -220,26 +219,46 @@ class FastHttp(asyncio.Protocol):
     def _answer(self, head: PublishHead, body: bytes) -> None:
         # Shutting down: no more requests on this connection, as aiohttp closes its keep-alive ones.
         self._close = head.close or not self._shared.node.accepting
-        self._busy = self._shared.tasks.start(self._publish(head, body), self._published)
+        shared = self._shared
+        publishing = self._publish(head, body)
+        if shared.synchronous:
+            started = start_eagerly(publishing)
+            if isinstance(started, Finished):
+                # Written next iteration, with the other connections' answers, as from a task, for less.
+                self._busy = shared.tasks.loop.call_soon(self._answered, started.value)
+                return
+            self._busy = shared.tasks.start(self._answer_later(started), self._published)
+            return
+        # In a task, as aiohttp runs its handlers: asyncio.timeout() and cancellation work in the publish.
+        self._busy = shared.tasks.start(self._answer_later(publishing), self._published)
 
-    async def _publish(self, head: PublishHead, body: bytes) -> None:
-        """The publish and its answer, then the next request if one is in: all from the task."""
+    async def _publish(self, head: PublishHead, body: bytes) -> PublishAnswer:
         try:
-            status, answer = await self._shared.api.publish_request(
+            return await self._shared.api.publish_request(
                 "POST", head.target, head.query, head.app_id, body, batch=head.batch
             )
         except Exception:
             logger.exception("answering an HTTP publish failed")
-            status, answer, self._close = 500, INTERNAL_ERROR_BODY, True
+            self._close = True
+            return 500, INTERNAL_ERROR_BODY, None
+
+    async def _answer_later(self, publishing: Coroutine[Any, Any, PublishAnswer]) -> None:
+        """The publish and its answer, then the next request if one is in: all from the task."""
+        self._answered(await publishing)
+
+    def _answered(self, answer: PublishAnswer) -> None:
         self._busy = None
         if self._closed:
             return
+        self._respond(*answer)
+        self._process()
+
+    def _respond(self, status: int, answer: bytes, retry_after: int | None) -> None:
         close = self._close or self._eof
-        self._write(response(status, answer, close), close)
+        self._write(response(status, answer, close, retry_after), close)
         if self._paused:
             self._paused = False
             self._transport.resume_reading()
-        self._process()
 
     def _published(self, task: asyncio.Task[None]) -> None:
         self._shared.tasks.forget(task)
@@ -276,12 +295,26 @@ class FastHttp(asyncio.Protocol):
     # Connection ----------------------------------------------------------------------------------
 
     def _wait(self) -> None:
-        """Waiting for input: idle or partial, the connection closes after KEEPALIVE_TIMEOUT without a request."""
+        """Waiting for input: idle or partial, the connection closes after KEEPALIVE_TIMEOUT without a request.
+
+        One timer per connection, not one per request: it is left running across requests and, when it
+        fires early, armed again for the rest of the current wait."""
+        loop = self._shared.tasks.loop
+        if self._idle_since is None:
+            self._idle_since = loop.time()
         if self._timer is None:
-            self._timer = self._shared.tasks.loop.call_later(KEEPALIVE_TIMEOUT, self._idle)
+            self._timer = loop.call_later(KEEPALIVE_TIMEOUT, self._idle)
 
     def _idle(self) -> None:
         self._timer = None
+        since = self._idle_since
+        if since is None:
+            return  # busy; the next wait arms a timer again
+        loop = self._shared.tasks.loop
+        remaining = since + KEEPALIVE_TIMEOUT - loop.time()
+        if remaining > 0:
+            self._timer = loop.call_later(remaining, self._idle)
+            return
         self._closed = True
         self._transport.close()
 

@@ -173,13 +173,9 @@ class HeadReader(asyncio.Protocol):
         connection = LeanConnection(listener.websocket, socket_id, app, session, transport)
         transport.set_protocol(connection)
         rest = buffer[head_end + 4 :]
+        connection.start(upgrade.query, accepted, frames_follow=bool(rest))
         if rest:
-            # Frames sent with the request: a pong written now must follow the 101.
-            connection.send_wire(accepted)
-            connection.start(node.open(connection, upgrade.query), None)
             connection.data_received(rest)
-        else:
-            connection.start(node.open(connection, upgrade.query), accepted)
 
     def _hand_over(self, transport: asyncio.Transport, buffer: bytes) -> None:
         """From now on the socket is aiohttp's, as if its own server had accepted it."""

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from relay import wsframe
 from relay.config import AppConfig
+from relay.eager import run_now
 from relay.metrics import Metrics
 from relay.node import Node
 from relay.protocol import errors
@@ -131,8 +132,29 @@ class LeanConnection(asyncio.Protocol):
 
     # Node calls, in frame order ------------------------------------------------------------------
 
-    def start(self, opening: Coroutine[Any, Any, object], accepted: bytes | None) -> None:
-        self._wait_for(self._open(opening, accepted) if accepted is not None else opening)
+    def start(self, query: str, accepted: bytes, frames_follow: bool) -> None:
+        """Send the 101 and open the connection at the node (greeting it, or refusing it)."""
+        node = self._shared.node
+        opening = node.open(self, query)
+        if node.opens_now(self.app, query):
+            # No task (relay.eager): the greeting is queued right behind the 101, for the same write.
+            self.send_wire(accepted)
+            self._run_now(opening)
+        elif frames_follow:
+            # Frames sent with the request: a pong written now must follow the 101.
+            self.send_wire(accepted)
+            self._wait_for(opening)
+        else:
+            self._wait_for(self._open(opening, accepted))
+
+    def _run_now(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        try:
+            pending = run_now(coroutine)
+        except Exception:
+            logger.exception("opening socket_id=%s failed", self.socket_id)
+            return
+        if pending is not None:
+            self._wait_for(pending)
 
     async def _open(self, opening: Coroutine[Any, Any, object], accepted: bytes) -> None:
         # Queued from inside the task: connection_established, queued by the open, joins it in one write
@@ -196,7 +218,17 @@ class LeanConnection(asyncio.Protocol):
         self._fragments = None
         self._queue = None
         self._pending = None
-        self._shared.tasks.spawn(self._disconnect(self._busy))
+        busy = self._busy
+        if busy is None and self._shared.node.synchronous:
+            try:
+                pending = run_now(self._shared.node.disconnect(self))
+            except Exception:
+                logger.exception("disconnecting socket_id=%s failed", self.socket_id)
+                return
+            if pending is not None:
+                self._shared.tasks.spawn(pending)
+            return
+        self._shared.tasks.spawn(self._disconnect(busy))
 
     def eof_received(self) -> bool | None:
         return None

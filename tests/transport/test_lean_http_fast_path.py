@@ -227,6 +227,8 @@ async def test_publish_that_waits_for_redis_keeps_order(
 class TimedAdapter(LocalAdapter):
     """A cluster-state query under asyncio.timeout(), as a Redis adapter might bound its calls."""
 
+    completes_synchronously = False  # it may suspend and needs a current task, as the Redis adapter does
+
     async def subscription_count(self, app_id: str, channel: str) -> int:
         async with asyncio.timeout(scaled(5)):
             return await super().subscription_count(app_id, channel)
