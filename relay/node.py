@@ -97,7 +97,8 @@ class Node:
         # Big channels' events go out a slice per loop iteration (relay.fanout).
         self.fanout = SlicedFanout(self._written)
         # With the in-memory adapter nothing here suspends: opens, joins and leaves run without a task.
-        self.synchronous = adapter.completes_synchronously
+        # An adapter written before this attribute existed is taken to suspend: it runs in tasks.
+        self.synchronous: bool = getattr(adapter, "completes_synchronously", False)
         self._show_apps()
         register_node_gauges(self.metrics, self)
         self.recovery.register_metrics(self.metrics)

@@ -12,8 +12,14 @@ from relay.protocol.ids import AppId, SocketId, UserId
 class LocalAdapter:
     """Broadcaster and ClusterState for one process; nothing here needs Redis."""
 
-    # Every call below returns without suspending (a subclass that awaits must set this to False).
+    # Every call below returns without suspending. A subclass may await (a test's slow adapter, a
+    # backend of one's own), so it is taken to suspend unless it says otherwise itself.
     completes_synchronously = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "completes_synchronously" not in cls.__dict__:
+            cls.completes_synchronously = False
 
     def __init__(self) -> None:
         self._listener: ClusterListener | None = None

@@ -225,9 +225,8 @@ async def test_publish_that_waits_for_redis_keeps_order(
 
 
 class TimedAdapter(LocalAdapter):
-    """A cluster-state query under asyncio.timeout(), as a Redis adapter might bound its calls."""
-
-    completes_synchronously = False  # it may suspend and needs a current task, as the Redis adapter does
+    """A cluster-state query under asyncio.timeout(), as a Redis adapter might bound its calls. It does not
+    declare completes_synchronously: a subclass of LocalAdapter is taken to suspend unless it says so."""
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
         async with asyncio.timeout(scaled(5)):
