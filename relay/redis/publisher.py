@@ -1,12 +1,14 @@
 """Publisher: the bounded queue of envelopes for Redis and the task that sends it.
 
 What is queued goes out as calls of lua/cluster/publish.lua (PUBLISH_SCRIPT_BATCH envelopes each), one
-pipeline in flight at a time, so the queue is what absorbs a slow Redis. While Redis is away the queue
-keeps filling and drops its oldest entries beyond the limit.
+pipeline in flight at a time (on a Redis Cluster, SPUBLISH commands, one pipeline per primary), so the
+queue is what absorbs a slow Redis. While Redis is away the queue keeps filling and drops its oldest
+entries beyond the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Callable
@@ -71,6 +73,9 @@ class Publisher:
 
         A pipeline lost with the link is not re-sent: at most once, never duplicated.
         """
+        if session.slot_map is not None:
+            await self._run_sharded(session)
+            return
         outbox = self._outbox
         script = self._script
         while True:
@@ -99,10 +104,40 @@ class Publisher:
             self._dropping = False
             session.publish_idle.set()
 
+    async def _run_sharded(self, session: Session) -> None:
+        """On a Redis Cluster: one SPUBLISH per envelope, pipelined to the primary serving its channel.
+
+        Plain commands, not publish.lua: a script may touch one slot only, and a batch spans many.
+        Order holds per channel (one channel, one primary, one pipeline at a time).
+        """
+        outbox = self._outbox
+        while True:
+            await session.publish_wake.wait()
+            session.publish_wake.clear()
+            while outbox:
+                count = min(len(outbox), OUTBOX_BATCH)
+                groups: dict[int, list[Command]] = {}
+                for _ in range(count):
+                    channel, payload = outbox.popleft()
+                    groups.setdefault(session.shard(channel), []).append((b"SPUBLISH", channel, payload))
+                sends = [session.publishers[index].execute(commands) for index, commands in groups.items()]
+                results = await asyncio.gather(*sends, return_exceptions=True)  # each ends before we go on
+                for replies in results:
+                    if isinstance(replies, BaseException):
+                        if isinstance(replies, RedisUnavailable):
+                            return  # the link's on_lost ends the session
+                        raise replies
+                    for reply in replies:
+                        if isinstance(reply, RedisReplyError):
+                            self._reply_error(reply)
+                self.published += count
+            self._dropping = False
+            session.publish_idle.set()
+
     async def sent(self, session: Session) -> None:
         """Return once Redis has every envelope queued so far (graceful close)."""
         while self._outbox or not session.publish_idle.is_set():
-            if not session.publisher.is_open:
+            if not session.publishers_open:
                 raise RedisUnavailable("publish link to Redis lost")
             session.publish_idle.clear()  # a set Event would not yield: the publisher must run first
             session.publish_wake.set()

@@ -1,0 +1,131 @@
+"""A real three-primary Redis Cluster on loopback: redis-server --cluster-enabled yes, joined by redis-cli.
+
+No replicas: a killed primary is restarted on its port with its nodes.conf (cluster membership survives,
+data does not, as with a single Redis restarted empty), which is what relay's outage tests need.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from .ports import free_port
+from .process import ManagedProcess, ProcessError, require_binary
+from .redis import redis_answers_ping
+from .timeouts import STARTUP_TIMEOUT
+
+NODE_TIMEOUT_MS = 1000  # cluster-node-timeout: a dead primary turns the cluster to fail within about a second
+
+
+class ClusterNodeProcess(ManagedProcess):
+    """One redis-server of the cluster, bound to 127.0.0.1:`port`, its bus on `bus_port`."""
+
+    def __init__(self, port: int, bus_port: int, workdir: Path) -> None:
+        self.port = port
+        workdir.mkdir(parents=True, exist_ok=True)
+        binary = require_binary("redis-server", "install Debian's redis-server (scripts/test does)")
+        argv = [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--cluster-enabled", "yes",
+            "--cluster-port", str(bus_port),
+            "--cluster-config-file", f"nodes-{port}.conf",
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(workdir),
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+        super().__init__(f"redis-cluster:{port}", argv, workdir / f"redis-{port}.log", cwd=workdir)
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        self.wait_until(lambda: redis_answers_ping(self.port), "answering PING", timeout)
+
+    def restart(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Start again on the same port (same nodes.conf, empty data) after stop() or kill()."""
+        self.stop()
+        self.spawn()
+        self.wait_ready(timeout)
+
+
+class RedisClusterProcesses:
+    """Three primaries covering every slot. `.url` is relay's `redis+cluster://` URL for them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.nodes: list[ClusterNodeProcess] = []
+        try:
+            for _ in range(3):
+                port = free_port()
+                self.nodes.append(ClusterNodeProcess(port, free_port(), workdir / f"redis-cluster-{port}"))
+            for node in self.nodes:
+                node.wait_ready()
+            self._create()
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def _create(self) -> None:
+        cli = require_binary("redis-cli", "install Debian's redis-tools (scripts/test does)")
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        result = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=STARTUP_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ProcessError(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
+
+    def cli(self, port: int, *args: str) -> str:
+        """Run redis-cli against one node and return its output."""
+        cli = require_binary("redis-cli", "install Debian's redis-tools (scripts/test does)")
+        result = subprocess.run(
+            [cli, "-p", str(port), *args], capture_output=True, text=True, timeout=STARTUP_TIMEOUT, check=False
+        )
+        return result.stdout
+
+    def is_ok(self) -> bool:
+        """True when every node reports cluster_state:ok."""
+        return all(node.running and "cluster_state:ok" in self.cli(node.port, "CLUSTER", "INFO") for node in self.nodes)
+
+    def wait_ok(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.is_ok():
+            if time.monotonic() > deadline:
+                raise ProcessError("Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def shard_of(self, key: str) -> int:
+        """Index (into .nodes) of the primary that serves `key`'s slot."""
+        slot = int(self.cli(self.nodes[0].port, "CLUSTER", "KEYSLOT", key).strip())
+        for index, node in enumerate(self.nodes):
+            for line in self.cli(node.port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and "master" in fields[2]:
+                    for span in fields[8:]:
+                        low, _, high = span.partition("-")
+                        if low.isdigit() and int(low) <= slot <= int(high or low):
+                            return index
+        raise ProcessError(f"no primary serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(workdir: Path) -> RedisClusterProcesses:
+    """Start the three primaries, join them, and return once the cluster is ok. The caller stops it."""
+    return RedisClusterProcesses(workdir)
