@@ -120,8 +120,13 @@ class Subscriptions:
                 for name in names:
                     by_lane.setdefault(session.shard(name), []).append(name)
             for index, group in by_lane.items():
+                lane = lanes[index]
+                if lane.sharded:  # SSUBSCRIBE takes channels of one slot only (else CROSSSLOT)
+                    for name in group:
+                        lane.send((verb, name))
+                    continue
                 for start in range(0, len(group), SUBSCRIBE_BATCH):
-                    lanes[index].send((verb, *group[start : start + SUBSCRIBE_BATCH]))
+                    lane.send((verb, *group[start : start + SUBSCRIBE_BATCH]))
         active.update(add)
         active.difference_update(remove)
 

@@ -39,6 +39,7 @@ from relay.config import load_config
 from tests.integration.wire import Api, Client, Frame, build_request, connect, inner, ws_url
 from tests.support.ports import free_port
 from tests.support.redis import RedisProcess, redis_answers_ping, start_redis
+from tests.support.redis_cluster import ClusterNodeProcess, RedisClusterProcesses, start_redis_cluster
 from tests.support.relay import DEFAULT_APP, RelayProcess, http_status, to_toml
 from tests.support.timeouts import STARTUP_TIMEOUT, scaled
 
@@ -63,8 +64,14 @@ pytestmark = pytest.mark.timeout(scaled(120))
 
 @dataclass
 class FaultCluster:
-    redis: RedisProcess
+    redis: RedisProcess | RedisClusterProcesses
     nodes: list[RelayProcess]
+
+    def redis_to_kill(self) -> RedisProcess | ClusterNodeProcess:
+        """The redis-server, or on a Redis Cluster the primary serving relay's state keys (`{relay}`)."""
+        if isinstance(self.redis, RedisClusterProcesses):
+            return self.redis.nodes[self.redis.shard_of("{relay}")]
+        return self.redis
 
 
 def _spawn_node(redis_url: str, workdir: Path) -> RelayProcess:
@@ -85,7 +92,17 @@ def _spawn_node(redis_url: str, workdir: Path) -> RelayProcess:
 def fault_cluster(tmp_path: Path) -> Iterator[FaultCluster]:
     """Our own fixture (not tests/cluster/conftest.py's): these tests kill and restart Redis and nodes,
     and need a short, known node timeout."""
-    redis = start_redis(tmp_path)
+    yield from _fault_cluster(tmp_path, start_redis(tmp_path))
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_fault_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FaultCluster]:
+    """fault_cluster on one redis-server, then on a three-primary Redis Cluster."""
+    redis = start_redis_cluster(tmp_path) if request.param == "redis-cluster" else start_redis(tmp_path)
+    yield from _fault_cluster(tmp_path, redis)
+
+
+def _fault_cluster(tmp_path: Path, redis: RedisProcess | RedisClusterProcesses) -> Iterator[FaultCluster]:
     nodes: list[RelayProcess] = []
     try:
         for index in range(3):
@@ -114,7 +131,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def redis_back(redis: RedisProcess) -> None:
+async def redis_back(redis: RedisProcess | ClusterNodeProcess) -> None:
     """Restart a killed Redis on its port. Spawned from the main thread (children die with the thread
     that started them); readiness is awaited without blocking the event loop."""
     redis.spawn()
@@ -308,8 +325,9 @@ def test_default_node_timeout_is_at_most_30_seconds() -> None:
 
 
 async def test_sigkill_node_members_removed_cluster_wide(
-    fault_cluster: FaultCluster, http: aiohttp.ClientSession
+    any_fault_cluster: FaultCluster, http: aiohttp.ClientSession
 ) -> None:
+    fault_cluster = any_fault_cluster
     nodes = Nodes(http, fault_cluster.nodes)
     room = "presence-room"
     try:
@@ -407,8 +425,13 @@ class Traffic:
             await asyncio.sleep(0.01)
 
 
-async def test_redis_outage_local_service_then_resync(fault_cluster: FaultCluster, http: aiohttp.ClientSession) -> None:
-    redis = fault_cluster.redis
+async def test_redis_outage_local_service_then_resync(
+    any_fault_cluster: FaultCluster, http: aiohttp.ClientSession
+) -> None:
+    """On a Redis Cluster: the primary serving the state keys is killed (SIGKILL) mid-traffic and restarted
+    empty on its port, rejoining the cluster with its slots; the same checks hold."""
+    fault_cluster = any_fault_cluster
+    redis = fault_cluster.redis_to_kill()
     nodes = Nodes(http, fault_cluster.nodes)
     traffic_channel, room = "traffic", "presence-room"
     try:
@@ -551,7 +574,7 @@ async def test_redis_outage_local_service_then_resync(fault_cluster: FaultCluste
 async def test_redis_restart_mid_burst_leaves_no_stuck_node(
     fault_cluster: FaultCluster, http: aiohttp.ClientSession
 ) -> None:
-    redis = fault_cluster.redis
+    redis = fault_cluster.redis_to_kill()
     nodes = Nodes(http, fault_cluster.nodes[:2])
     channel = "burst"
     try:
@@ -834,7 +857,7 @@ async def test_redis_hang_no_stuck_node(fault_cluster: FaultCluster, http: aioht
     """Redis stops answering (SIGSTOP) for longer than the node timeout, its sockets still open: nodes
     must notice by themselves, keep serving local clients without waiting forever on Redis, and
     recover when it resumes (with the keys it held, minus the heartbeats that expired meanwhile)."""
-    redis = fault_cluster.redis
+    redis = fault_cluster.redis_to_kill()
     nodes = Nodes(http, fault_cluster.nodes)
     channel, room = "hang", "presence-room"
     try:
