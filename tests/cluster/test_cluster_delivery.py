@@ -1,5 +1,6 @@
-"""Cross-node delivery on three nodes behind one Redis (and behind a three-primary Redis Cluster): HTTP API events and client events reach the
-subscribers on every node exactly once, in publish order, with `socket_id` exclusion across nodes."""
+"""Cross-node delivery on three nodes behind one Redis, and behind a three-primary Redis Cluster: HTTP API
+events and client events reach the subscribers on every node exactly once, in publish order, with
+`socket_id` exclusion across nodes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import json
 import pytest
 
 from tests.cluster.conftest import Cluster, barrier, unique
-from tests.support.redis_cluster import RedisClusterProcesses
 from tests.integration.wire import Client
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
