@@ -568,6 +568,76 @@ async def test_redis_outage_local_service_then_resync(
         await nodes.close()
 
 
+async def test_redis_cluster_primary_replaced_by_its_replica(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """A Redis Cluster with one replica per primary: the primary serving relay's state keys is SIGKILLed
+    mid-traffic and its replica (another address) takes over. The nodes find it through the slot map,
+    write their share back and resynchronise; nothing published after recovery is lost or doubled."""
+    redis = start_redis_cluster(tmp_path, replicas=1)
+    cluster_gen = _fault_cluster(tmp_path, redis)
+    fault = next(cluster_gen)
+    nodes = Nodes(http, fault.nodes)
+    channel, room = "traffic", "presence-room"
+    try:
+        subscribers: list[tuple[int, Sink]] = []
+        for index in range(3):
+            sink = await nodes.client(index, f"sub{index}")
+            await nodes.subscribe(sink, channel)
+            subscribers.append((index, sink))
+            await nodes.subscribe(await nodes.client(index, f"member{index}"), room, f"u{index}")
+        await connected_everywhere(nodes, subscribers, channel)
+        traffic = Traffic(nodes, channel)
+        background = asyncio.create_task(traffic.run())
+        await asyncio.sleep(scaled(0.5))
+
+        primary = fault.redis_to_kill()
+        primary.kill()
+        down_at = time.monotonic()
+        await eventually(lambda: asyncio.to_thread(redis.is_ok), "the replica promoted, cluster_state:ok")
+        promoted_at = time.monotonic()
+        assert fault.redis_to_kill() is not primary
+        await connected_everywhere(nodes, subscribers, channel)
+        recovered_at = time.monotonic()
+        traffic.stop.set()
+        await background
+        print(
+            f"\nmeasured: replica promoted {promoted_at - down_at:.2f}s after the primary was killed; "
+            f"cross-node delivery back {recovered_at - promoted_at:.2f}s after that"
+        )
+
+        assert set(traffic.statuses) == {200}, sorted(set(traffic.statuses))
+        for index, sink in subscribers:
+            own = [d["n"] for d in sink.events("bg", channel) if d["from"] == index]
+            assert own == [n for n, _ in traffic.sent[index]], f"{sink.name} local delivery"
+        for node in fault.nodes:
+            metrics = await redis_metrics(http, node)
+            assert metrics.get("outages", 0) >= 1 and metrics.get("connected") == 1.0, metrics
+        for index in range(3):
+            await eventually(lambda i=index: _equal(nodes.users(i, room), {"u0", "u1", "u2"}), f"node {index} users")
+            await eventually(lambda i=index: _equal(nodes.channels(i), {channel: 3, room: 3}), f"node {index} channels")
+
+        count = 30
+
+        async def publish_sequence(origin: int) -> None:
+            for n in range(count):
+                assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
+
+        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
+        for _, sink in subscribers:
+            await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= 3 * count, "the whole sequence")
+        await connected_everywhere(nodes, subscribers, channel)
+        for _, sink in subscribers:
+            received = sink.events("seq", channel)
+            for origin in range(3):
+                assert [d["n"] for d in received if d["from"] == origin] == list(range(count)), sink.name
+            for origin in range(3):
+                got = [d["n"] for d in sink.events("bg", channel) if d["from"] == origin]
+                assert len(got) == len(set(got)) and got == sorted(got), f"{sink.name} from {origin}: {got}"
+    finally:
+        await nodes.close()
+        for _ in cluster_gen:  # the generator's teardown: stops the nodes and every redis-server
+            pass
+
+
 # 3. Redis restarted during a publish burst ----------------------------------------------------
 
 

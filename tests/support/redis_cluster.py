@@ -1,7 +1,8 @@
 """A real three-primary Redis Cluster on loopback: redis-server --cluster-enabled yes, joined by redis-cli.
 
-No replicas: a killed primary is restarted on its port with its nodes.conf (cluster membership survives,
-data does not, as with a single Redis restarted empty), which is what relay's outage tests need.
+Without replicas, a killed primary is restarted on its port with its nodes.conf (cluster membership
+survives, data does not, as with a single Redis restarted empty). With one replica per primary (six
+processes), a killed primary is replaced by its replica, at another address.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ class ClusterNodeProcess(ManagedProcess):
 
 
 class RedisClusterProcesses:
-    """Three primaries covering every slot. `.url` is relay's `redis+cluster://` URL for them."""
+    """Three primaries covering every slot, each with `replicas` replicas. `.url` is relay's
+    `redis+cluster://` URL for them."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.nodes: list[ClusterNodeProcess] = []
         try:
-            for _ in range(3):
+            for _ in range(3 * (1 + replicas)):
                 port = free_port()
                 self.nodes.append(ClusterNodeProcess(port, free_port(), workdir / f"redis-cluster-{port}"))
             for node in self.nodes:
@@ -80,7 +83,7 @@ class RedisClusterProcesses:
         cli = require_binary("redis-cli", "install Debian's redis-tools (scripts/test does)")
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         result = subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             capture_output=True,
             text=True,
             timeout=STARTUP_TIMEOUT,
@@ -109,9 +112,12 @@ class RedisClusterProcesses:
             time.sleep(0.05)
 
     def shard_of(self, key: str) -> int:
-        """Index (into .nodes) of the primary that serves `key`'s slot."""
-        slot = int(self.cli(self.nodes[0].port, "CLUSTER", "KEYSLOT", key).strip())
+        """Index (into .nodes) of the primary that serves `key`'s slot now."""
+        alive = next(node for node in self.nodes if node.running)
+        slot = int(self.cli(alive.port, "CLUSTER", "KEYSLOT", key).strip())
         for index, node in enumerate(self.nodes):
+            if not node.running:
+                continue
             for line in self.cli(node.port, "CLUSTER", "NODES").splitlines():
                 fields = line.split()
                 if "myself" in fields[2] and "master" in fields[2]:
@@ -126,6 +132,7 @@ class RedisClusterProcesses:
             node.stop()
 
 
-def start_redis_cluster(workdir: Path) -> RedisClusterProcesses:
-    """Start the three primaries, join them, and return once the cluster is ok. The caller stops it."""
-    return RedisClusterProcesses(workdir)
+def start_redis_cluster(workdir: Path, replicas: int = 0) -> RedisClusterProcesses:
+    """Start the three primaries (and their replicas), join them, and return once the cluster is ok.
+    The caller stops it."""
+    return RedisClusterProcesses(workdir, replicas)
