@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 from relay.config import load_config
 from tests.integration.wire import Api, Client, Frame, build_request, connect, inner, ws_url
 from tests.support.ports import free_port
+from tests.support.process import ProcessError
 from tests.support.redis import RedisProcess, redis_answers_ping, start_redis
 from tests.support.redis_cluster import ClusterNodeProcess, RedisClusterProcesses, start_redis_cluster
 from tests.support.relay import DEFAULT_APP, RelayProcess, http_status, to_toml
@@ -592,9 +593,15 @@ async def test_redis_cluster_primary_replaced_by_its_replica(tmp_path: Path, htt
         primary = fault.redis_to_kill()
         primary.kill()
         down_at = time.monotonic()
-        await eventually(lambda: asyncio.to_thread(redis.is_ok), "the replica promoted, cluster_state:ok")
+
+        def replica_took_over() -> bool:
+            try:
+                return redis.is_ok() and fault.redis_to_kill() is not primary
+            except ProcessError:  # no running primary serves the slot yet
+                return False
+
+        await eventually(lambda: asyncio.to_thread(replica_took_over), "the replica promoted, cluster_state:ok")
         promoted_at = time.monotonic()
-        assert fault.redis_to_kill() is not primary
         await connected_everywhere(nodes, subscribers, channel)
         recovered_at = time.monotonic()
         traffic.stop.set()
