@@ -130,6 +130,23 @@ class RedisClusterProcesses:
                             return index
         raise ProcessError(f"no primary serves slot {slot}")
 
+    def node_id(self, index: int) -> str:
+        return self.cli(self.nodes[index].port, "CLUSTER", "MYID").strip()
+
+    def move_empty_slot(self, key: str, to: int) -> None:
+        """Reshard: hand the slot of `key` (which must hold no keys, e.g. a shard channel's) to primary `to`,
+        the way redis-cli --cluster reshard does (IMPORTING, MIGRATING, then NODE on every primary)."""
+        source = self.shard_of(key)
+        slot = self.cli(self.nodes[0].port, "CLUSTER", "KEYSLOT", key).strip()
+        target_id, source_id = self.node_id(to), self.node_id(source)
+        self.cli(self.nodes[to].port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        self.cli(self.nodes[source].port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for port in (self.nodes[to].port, self.nodes[source].port):
+            self.cli(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for node in self.nodes:
+            if node.running:
+                self.cli(node.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
