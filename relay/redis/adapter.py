@@ -75,7 +75,10 @@ class RedisAdapter:
         self._last_reply_error_log = 0.0
         scripts = load_scripts("cluster")
         self._subscriptions = Subscriptions(self._control, self._current, self._on_message, self._lose)
-        self._publisher = Publisher(keys, scripts["publish"], self._current, self._reply_error, queue_limit)
+        shard_script = load_scripts("sharded")["spublish"]
+        self._publisher = Publisher(
+            keys, scripts["publish"], shard_script, self._current, self._reply_error, queue_limit
+        )
         self._supervisor = Supervisor(
             config.url,
             self.address,

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from relay.backoff import cancel_and_wait
-from relay.redis.topology import TOPOLOGY_ERRORS, describe_cluster, is_cluster_url, seed_urls
+from relay.redis.topology import describe_cluster, is_cluster_url, is_topology_error, seed_urls
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class PipelinedLink:
             self._lose(lost)
             raise lost from error
         for reply in replies:
-            if isinstance(reply, TOPOLOGY_ERRORS):
+            if isinstance(reply, ResponseError) and is_topology_error(reply):
                 self._lose(RedisUnavailable(f"{self.name} link: the Redis Cluster slot map changed ({reply})"))
                 break
         return replies
@@ -194,7 +194,7 @@ class PipelinedLink:
                 moved: ResponseError | None = None
                 for (_, waiter), reply in zip(batch, replies, strict=True):
                     if isinstance(reply, ResponseError):
-                        if isinstance(reply, TOPOLOGY_ERRORS):
+                        if is_topology_error(reply):
                             moved = reply  # never from a single Redis
                         if waiter is not None and not waiter.done():
                             waiter.set_exception(reply)

@@ -15,12 +15,19 @@ from typing import Final
 
 from redis.asyncio import Redis
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, RedisError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, RedisError, ResponseError, TryAgainError
 
 CLUSTER_SCHEME: Final = "redis+cluster"
 SLOTS: Final = 16384
 # Replies that mean the slot map changed under us (MovedError is an AskError).
 TOPOLOGY_ERRORS: Final = (AskError, ClusterDownError, TryAgainError)
+# What a script says instead of MOVED when a key or shard channel it touches is served elsewhere.
+NON_LOCAL: Final = "non local key"
+
+
+def is_topology_error(reply: ResponseError) -> bool:
+    """True for an error reply meaning the slot map changed (never from a single Redis)."""
+    return isinstance(reply, TOPOLOGY_ERRORS) or NON_LOCAL in str(reply)
 
 
 class ClusterUnavailable(ConnectionError):
