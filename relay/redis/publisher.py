@@ -39,7 +39,7 @@ class Publisher:
     ) -> None:
         self._prefix = prefix
         self._script = script
-        self._shard_script = shard_script  # the same on a Redis Cluster: SPUBLISH, one call per primary
+        self._shard_script = shard_script  # its counterpart on a Redis Cluster (SPUBLISH), one call per primary
         self._current = current
         self._reply_error = reply_error
         self._queue_limit = queue_limit
