@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -26,6 +25,7 @@ from relay.app import reload_apps
 from relay.config import Config, ConfigError, load_config, setting_default, setting_type
 from relay.logs import configure_logging
 from relay.metrics_share import METRICS_DIR_ENV, retire_worker
+from relay.redis.link import describe
 from relay.server import start_server
 from relay.settings import SETTINGS
 
@@ -162,8 +162,7 @@ def _configuration_lines(config: Config) -> list[str]:
     if config.redis is None:
         lines.append("state: in memory (single node)")
     else:
-        where = urlsplit(config.redis.url)
-        lines.append(f"state: Redis at {where.hostname}:{where.port or 6379} (prefix {config.redis.prefix!r})")
+        lines.append(f"state: Redis at {describe(config.redis.url)} (prefix {config.redis.prefix!r})")
     lines.append(f"alerts: {len(config.alerts.urls)} URL(s)" if config.alerts.urls else "alerts: off")
     lines.append(f"logs: {config.log_format}, level {config.log_level}")
     return lines

@@ -62,7 +62,8 @@ SETTINGS: Final = (
     Setting("path", "prefix before `/app/<key>` and `/apps/<id>`", ("REVERB_SERVER_PATH",), flag=True),
     Setting(
         "redis_url",
-        "Redis URL: turns on the Redis adapter, several nodes act as one server",
+        "Redis URL: turns on the Redis adapter, several nodes act as one server; "
+        "`redis+cluster://host:port,host:port` for a Redis Cluster (docs/scaling.md)",
         flag=True,
         generic_env=False,
         env_doc="`RELAY_REDIS_URL`; `REVERB_SCALING_ENABLED=true` with `REDIS_URL` or "

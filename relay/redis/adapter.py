@@ -2,8 +2,11 @@
 
 Broadcaster: one pub/sub channel per (app, channel), subscribed while this node has local subscribers
 (subscriptions.py), plus one control channel for TERMINATE_USER; one PUBLISH per event and channel
-(publisher.py). ClusterState: atomic Lua scripts (state.py), every call also recorded in this node's
-share (share.py), which answers while Redis is unreachable and is written back when it returns.
+(publisher.py). On a Redis Cluster (`redis+cluster://` URL) the channels are shard channels (SPUBLISH,
+SSUBSCRIBE on the primary serving each channel's slot) and every state key carries the hash tag
+`{prefix}`, so each Lua script touches one slot. ClusterState: atomic Lua scripts (state.py), every
+call also recorded in this node's share (share.py), which answers while Redis is unreachable and is
+written back when it returns.
 The supervisor (supervisor.py) keeps the session to Redis open. Never touches sockets.
 """
 
@@ -29,6 +32,7 @@ from relay.redis.share import NodeShare
 from relay.redis.state import NodeEvicted, RedisClusterState
 from relay.redis.subscriptions import Subscriptions
 from relay.redis.supervisor import Supervisor
+from relay.redis.topology import key_prefix
 from relay.redis.wire import TOKEN_SLICE, decode_envelope, encode_envelope
 
 logger = logging.getLogger(__name__)
@@ -62,7 +66,8 @@ class RedisAdapter:
         self.received = 0  # envelopes received from other nodes
         self.reply_errors = 0  # error replies from Redis (out of memory, a script error)
 
-        self._prefix = config.prefix
+        self._prefix = config.prefix  # of pub/sub channels: on a Redis Cluster they spread over the shards
+        keys = key_prefix(config.url, config.prefix)  # of state keys: one hash tag on a Redis Cluster
         self._token = secrets.token_bytes(8)  # marks what this process publishes
         self._control = f"{self._prefix}:control".encode()
         self._share = NodeShare()
@@ -70,11 +75,14 @@ class RedisAdapter:
         self._last_reply_error_log = 0.0
         scripts = load_scripts("cluster")
         self._subscriptions = Subscriptions(self._control, self._current, self._on_message, self._lose)
-        self._publisher = Publisher(self._prefix, scripts["publish"], self._current, self._reply_error, queue_limit)
+        shard_script = load_scripts("sharded")["spublish"]
+        self._publisher = Publisher(
+            keys, scripts["publish"], shard_script, self._current, self._reply_error, queue_limit
+        )
         self._supervisor = Supervisor(
             config.url,
             self.address,
-            self._prefix,
+            keys,
             heartbeat,
             scripts,
             self._share,

@@ -5,7 +5,7 @@
   a lost link stays lost and reports it, and its owner opens a new one.
 - `open_pubsub` (the adapter's subscriptions): a PubSub on its own connection, same rules.
 - `open_pool` (the webhook store's commands): a pool that reconnects by itself, for callers that simply
-  retry on their next round.
+  retry on their next round; on a Redis Cluster, redis-py's cluster client, which follows MOVED and ASK.
 - `open_blocking` (the webhook store's BLMOVE): one connection of its own, so a blocking command never
   holds a pooled connection, and closing it cuts the socket instead of waiting for the reply.
 """
@@ -20,6 +20,7 @@ from typing import Any, Final, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -27,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from relay.backoff import cancel_and_wait
+from relay.redis.topology import describe_cluster, is_cluster_url, is_topology_error, seed_urls
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,9 @@ class RedisUnavailable(ConnectionError):
 
 
 def describe(url: str) -> str:
-    """host:port or the socket path, for logs (never the password)."""
+    """host:port, the socket path or a cluster's seeds, for logs (never the password)."""
+    if is_cluster_url(url):
+        return describe_cluster(url)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "unix":
         return f"unix:{parts.path}"
@@ -52,8 +56,9 @@ def describe(url: str) -> str:
 
 
 def check_url(url: str) -> None:
-    """Raise ValueError when redis-py cannot use `url`."""
-    parse_url(url)
+    """Raise ValueError when redis-py cannot use `url` (every seed of a cluster URL)."""
+    for each in seed_urls(url) if is_cluster_url(url) else [url]:
+        parse_url(each)
 
 
 def _connect_once(name: str) -> Callable[[AbstractConnection], Awaitable[None]]:
@@ -145,11 +150,16 @@ class PipelinedLink:
         if self._closed:
             raise RedisUnavailable(f"{self.name} link to Redis is closed")
         try:
-            return await self._pipeline(commands)
+            replies = await self._pipeline(commands)
         except (RedisError, OSError, TimeoutError) as error:
             lost = RedisUnavailable(f"{self.name} link to Redis failed: {error!r}")
             self._lose(lost)
             raise lost from error
+        for reply in replies:
+            if isinstance(reply, ResponseError) and is_topology_error(reply):
+                self._lose(RedisUnavailable(f"{self.name} link: the Redis Cluster slot map changed ({reply})"))
+                break
+        return replies
 
     async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -181,13 +191,19 @@ class PipelinedLink:
                     self._fail(batch, lost)
                     self._lose(lost)
                     return
+                moved: ResponseError | None = None
                 for (_, waiter), reply in zip(batch, replies, strict=True):
-                    if waiter is None or waiter.done():
-                        continue
                     if isinstance(reply, ResponseError):
-                        waiter.set_exception(reply)
-                    else:
+                        if is_topology_error(reply):
+                            moved = reply  # never from a single Redis
+                        if waiter is not None and not waiter.done():
+                            waiter.set_exception(reply)
+                    elif waiter is not None and not waiter.done():
                         waiter.set_result(reply)
+                if moved is not None:
+                    # MOVED, ASK, TRYAGAIN or CLUSTERDOWN: like a lost link, so the next session reads the slot map.
+                    self._lose(RedisUnavailable(f"{self.name} link: the Redis Cluster slot map changed ({moved})"))
+                    return
 
     @staticmethod
     def _fail(batch: list[tuple[Command, asyncio.Future[Any] | None]], error: BaseException) -> None:
@@ -215,26 +231,52 @@ class PipelinedLink:
         await self._client.aclose()
 
 
-def open_pool(url: str, name: str, timeout: float) -> Redis:
+RedisClient: TypeAlias = Redis | RedisCluster  # what the webhook store talks to
+
+
+def open_cluster(url: str, name: str, timeout: float) -> RedisCluster:
+    """redis-py's cluster client on the seeds of a `redis+cluster://` URL: it follows MOVED/ASK by itself."""
+    seeds = [parse_url(seed) for seed in seed_urls(url)]
+    first = seeds[0]
+    return RedisCluster(
+        startup_nodes=[ClusterNode(str(seed.get("host", "127.0.0.1")), int(seed.get("port", 6379))) for seed in seeds],
+        username=first.get("username"),
+        password=first.get("password"),
+        client_name=name,
+        socket_connect_timeout=timeout,
+        socket_keepalive=True,
+        protocol=2,
+    )
+
+
+def open_pool(url: str, name: str, timeout: float) -> RedisClient:
     """A client on a pool of connections (opened on demand) that reconnects after an outage."""
+    if is_cluster_url(url):
+        return open_cluster(url, name, timeout)
     return Redis.from_url(url, client_name=name, socket_connect_timeout=timeout, socket_keepalive=True, protocol=2)
 
 
-def open_blocking(url: str, name: str, timeout: float) -> Redis:
+def open_blocking(url: str, name: str, timeout: float) -> RedisClient:
     """A client on one connection (opened on demand) for blocking commands; reconnects after an outage."""
+    if is_cluster_url(url):
+        return open_cluster(url, name, timeout)  # one connection per node, opened by the blocking command
     return Redis.from_url(
         url, max_connections=1, client_name=name, socket_connect_timeout=timeout, socket_keepalive=True, protocol=2
     )
 
 
-async def close_now(client: Redis) -> None:
+async def close_now(client: RedisClient) -> None:
     """Close a client without waiting for replies still due (a blocking command's among them)."""
-    await client.connection_pool.disconnect(inuse_connections=True)
+    if isinstance(client, Redis):
+        await client.connection_pool.disconnect(inuse_connections=True)
     await client.aclose()
 
 
-async def open_pubsub(url: str, name: str, timeout: float, first_channel: bytes) -> tuple[Redis, PubSub]:
-    """A PubSub on its own connection, subscribed to `first_channel`; RedisUnavailable on failure.
+async def open_pubsub(
+    url: str, name: str, timeout: float, first_channel: bytes, *, sharded: bool = False
+) -> tuple[Redis, PubSub]:
+    """A PubSub on its own connection, subscribed to `first_channel` (SSUBSCRIBE when `sharded`, on a
+    Redis Cluster primary); RedisUnavailable on failure.
 
     No read timeout: the adapter's PING on this link notices a silent Redis.
     """
@@ -242,7 +284,10 @@ async def open_pubsub(url: str, name: str, timeout: float, first_channel: bytes)
     pubsub = client.pubsub()
     try:
         async with asyncio.timeout(timeout):
-            await pubsub.subscribe(first_channel)
+            if sharded:
+                await pubsub.ssubscribe(first_channel)
+            else:
+                await pubsub.subscribe(first_channel)
     except (RedisError, OSError, TimeoutError) as error:
         await pubsub.aclose()
         await client.aclose()

@@ -1,20 +1,22 @@
 """Publisher: the bounded queue of envelopes for Redis and the task that sends it.
 
 What is queued goes out as calls of lua/cluster/publish.lua (PUBLISH_SCRIPT_BATCH envelopes each), one
-pipeline in flight at a time, so the queue is what absorbs a slow Redis. While Redis is away the queue
-keeps filling and drops its oldest entries beyond the limit.
+pipeline in flight at a time (on a Redis Cluster, lua/sharded/spublish.lua calls, one pipeline per
+primary), so the queue is what absorbs a slow Redis. While Redis is away the queue keeps filling and drops its oldest
+entries beyond the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from redis.exceptions import NoScriptError
 
-from relay.redis.link import Command, RedisReplyError, RedisUnavailable
+from relay.redis.link import Command, PipelinedLink, RedisReplyError, RedisUnavailable
 from relay.redis.scripts import LuaScript
 from relay.redis.session import Session
 
@@ -30,12 +32,14 @@ class Publisher:
         self,
         prefix: str,
         script: LuaScript,
+        shard_script: LuaScript,
         current: Callable[[], Session | None],
         reply_error: Callable[[RedisReplyError], None],
         queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self._prefix = prefix
         self._script = script
+        self._shard_script = shard_script  # its counterpart on a Redis Cluster (SPUBLISH), one call per primary
         self._current = current
         self._reply_error = reply_error
         self._queue_limit = queue_limit
@@ -71,6 +75,9 @@ class Publisher:
 
         A pipeline lost with the link is not re-sent: at most once, never duplicated.
         """
+        if session.slot_map is not None:
+            await self._run_sharded(session)
+            return
         outbox = self._outbox
         script = self._script
         while True:
@@ -85,16 +92,62 @@ class Publisher:
                         args += outbox.popleft()
                     commands.append(tuple(args))
                 try:
-                    replies = await session.publisher.execute(commands)
-                    if any(isinstance(reply, NoScriptError) for reply in replies):
-                        # The session's SCRIPT LOAD (state link) had not run yet: send the source once.
-                        retry = [(b"EVAL", script.source, *command[2:]) for command in commands]
-                        replies = await session.publisher.execute(retry)
+                    replies = await self._execute(session.publisher, script, commands)
                 except RedisUnavailable:
                     return  # the link's on_lost ends the session
-                for reply in replies:
-                    if isinstance(reply, RedisReplyError):
-                        self._reply_error(reply)
+                self._report(replies)
+                self.published += count
+            self._dropping = False
+            session.publish_idle.set()
+
+    @staticmethod
+    async def _execute(link: PipelinedLink, script: LuaScript, commands: list[Command]) -> list[Any]:
+        replies = await link.execute(commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # The link's Redis had not loaded the script yet (the session loads it on the state link only).
+            retry = [(b"EVAL", script.source, *command[2:]) for command in commands]
+            replies = await link.execute(retry)
+        return replies
+
+    def _report(self, replies: list[Any]) -> None:
+        for reply in replies:
+            if isinstance(reply, RedisReplyError):
+                self._reply_error(reply)
+
+    async def _run_sharded(self, session: Session) -> None:
+        """On a Redis Cluster: lua/sharded/spublish.lua calls, pipelined to each primary for the envelopes
+        whose channels it serves, every primary's pipeline in flight side by side.
+
+        Order holds per channel (one channel, one primary, one pipeline at a time).
+        """
+        outbox = self._outbox
+        script = self._shard_script
+        while True:
+            await session.publish_wake.wait()
+            session.publish_wake.clear()
+            while outbox:
+                count = min(len(outbox), OUTBOX_BATCH)
+                groups: dict[int, list[bytes]] = {}
+                for _ in range(count):
+                    channel, payload = outbox.popleft()
+                    pairs = groups.get(shard := session.shard(channel))
+                    if pairs is None:
+                        pairs = groups[shard] = []
+                    pairs += (channel, payload)
+                sends = []
+                for index, pairs in groups.items():
+                    commands: list[Command] = [
+                        (b"EVALSHA", script.sha, 0, self._prefix, *pairs[start : start + 2 * PUBLISH_SCRIPT_BATCH])
+                        for start in range(0, len(pairs), 2 * PUBLISH_SCRIPT_BATCH)
+                    ]
+                    sends.append(self._execute(session.publishers[index], script, commands))
+                results = await asyncio.gather(*sends, return_exceptions=True)  # each ends before we go on
+                for replies in results:
+                    if isinstance(replies, BaseException):
+                        if isinstance(replies, RedisUnavailable):
+                            return  # the link's on_lost ends the session
+                        raise replies
+                    self._report(replies)
                 self.published += count
             self._dropping = False
             session.publish_idle.set()
@@ -102,7 +155,7 @@ class Publisher:
     async def sent(self, session: Session) -> None:
         """Return once Redis has every envelope queued so far (graceful close)."""
         while self._outbox or not session.publish_idle.is_set():
-            if not session.publisher.is_open:
+            if not session.publishers_open:
                 raise RedisUnavailable("publish link to Redis lost")
             session.publish_idle.clear()  # a set Event would not yield: the publisher must run first
             session.publish_wake.set()

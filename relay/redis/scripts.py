@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from relay.redis.link import Arg
+from relay.redis.link import Arg, RedisClient
 
 PRELUDE: Final = "common.lua"
 
@@ -26,7 +25,7 @@ class LuaScript:
     source: str
     sha: str
 
-    async def run(self, client: Redis, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
+    async def run(self, client: RedisClient, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         """Run on a redis-py client (callers that hold a PipelinedLink queue EVALSHA themselves)."""
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)

@@ -2,7 +2,9 @@
 
 A channel is SUBSCRIBEd while this node has local subscribers. Changes are batched per loop iteration
 (a channel vacated and re-occupied in between costs nothing), written one command at a time by the
-session's writer, and confirmed by the session's reader, which also hands every message on.
+writer of the channel's lane (session.py), and confirmed by that lane's reader, which also hands every
+message on. On a Redis Cluster the verbs are SSUBSCRIBE and SUNSUBSCRIBE on the primary serving the
+channel's slot; a SUNSUBSCRIBE that relay did not ask for means the slot moved, and ends the session.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Final
 from redis.exceptions import RedisError
 
 from relay.redis.link import RedisUnavailable
-from relay.redis.session import Session
+from relay.redis.session import PubSubLane, Session
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,12 @@ class Subscriptions:
         self._scheduled = False
         self._barrier_seq = 0
         self._barriers: list[tuple[int, asyncio.Future[None]]] = []
-        self.last_pong = 0.0
+        self._lanes: list[PubSubLane] = []  # the current session's
+
+    @property
+    def last_pong(self) -> float:
+        """When the lane heard from last longest ago answered a PING (loop time)."""
+        return min((lane.last_pong for lane in self._lanes), default=0.0)
 
     def occupied(self, name: bytes) -> None:
         self._desired.add(name)
@@ -61,18 +68,25 @@ class Subscriptions:
     # Sessions ------------------------------------------------------------------------------------
 
     def begin(self, session: Session, name: str) -> None:
-        """Subscribe the new session to everything desired and start its reader and writer."""
-        self.last_pong = asyncio.get_running_loop().time()
-        self._active = {self.control}
-        self._confirmed = {self.control}
+        """Subscribe the new session to everything desired and start each lane's reader and writer.
+
+        Every lane was opened subscribed to its anchor (the control channel, or one of its own)."""
+        now = asyncio.get_running_loop().time()
+        self._lanes = list(session.lanes)
+        anchors = {lane.anchor for lane in session.lanes}
+        self._active = {self.control, *anchors}
+        self._confirmed = {self.control, *anchors}
         self._changes = dict.fromkeys(self._desired, True)
-        session.tasks += [
-            asyncio.create_task(self._read(session), name=f"{name}-pubsub-reader"),
-            asyncio.create_task(self._write(session), name=f"{name}-pubsub-writer"),
-        ]
+        for index, lane in enumerate(session.lanes):
+            lane.last_pong = now
+            session.tasks += [
+                asyncio.create_task(self._read(session, lane), name=f"{name}-pubsub-reader-{index}"),
+                asyncio.create_task(self._write(session, lane), name=f"{name}-pubsub-writer-{index}"),
+            ]
         self.flush()
 
     def end(self) -> None:
+        self._lanes = []
         self._active.clear()
         self._confirmed.clear()
         self.fail_barriers(RedisUnavailable("link to Redis lost"))
@@ -97,72 +111,93 @@ class Subscriptions:
         active = self._active
         add = [name for name, wanted in changes.items() if wanted and name not in active]
         remove = [name for name, wanted in changes.items() if not wanted and name in active]
+        lanes = session.lanes
         for verb, names in ((b"SUBSCRIBE", add), (b"UNSUBSCRIBE", remove)):
-            for start in range(0, len(names), SUBSCRIBE_BATCH):
-                session.send_pubsub((verb, *names[start : start + SUBSCRIBE_BATCH]))
+            if len(lanes) == 1:
+                by_lane = {0: names}
+            else:
+                by_lane = {}
+                for name in names:
+                    by_lane.setdefault(session.shard(name), []).append(name)
+            for index, group in by_lane.items():
+                lane = lanes[index]
+                if lane.sharded:  # SSUBSCRIBE takes channels of one slot only (else CROSSSLOT)
+                    for name in group:
+                        lane.send((verb, name))
+                    continue
+                for start in range(0, len(group), SUBSCRIBE_BATCH):
+                    lane.send((verb, *group[start : start + SUBSCRIBE_BATCH]))
         active.update(add)
         active.difference_update(remove)
 
     # The pub/sub link ----------------------------------------------------------------------------
 
-    async def _write(self, session: Session) -> None:
-        """Send SUBSCRIBE, UNSUBSCRIBE and PING on the pub/sub link, one at a time, in order."""
-        pubsub, commands = session.pubsub, session.pubsub_commands
+    async def _write(self, session: Session, lane: PubSubLane) -> None:
+        """Send SUBSCRIBE, UNSUBSCRIBE and PING on one lane, one at a time, in order."""
+        pubsub, commands = lane.pubsub, lane.commands
+        subscribe = pubsub.ssubscribe if lane.sharded else pubsub.subscribe
+        unsubscribe = pubsub.sunsubscribe if lane.sharded else pubsub.unsubscribe
         try:
             while True:
-                await session.pubsub_wake.wait()
-                session.pubsub_wake.clear()
+                await lane.wake.wait()
+                lane.wake.clear()
                 while commands:
                     verb, *args = commands.popleft()
                     if verb == b"SUBSCRIBE":
-                        await pubsub.subscribe(*args)
+                        await subscribe(*args)
                     elif verb == b"UNSUBSCRIBE":
-                        await pubsub.unsubscribe(*args)
+                        await unsubscribe(*args)
                     else:
                         await pubsub.ping(*args)
         except (RedisError, OSError, TimeoutError) as error:
             self._lose(session, RedisUnavailable(f"pub/sub link to Redis failed: {error!r}"))
 
-    async def _read(self, session: Session) -> None:
-        """Every message, (un)subscribe confirmation and PING answer of the session's pub/sub link.
+    async def _read(self, session: Session, lane: PubSubLane) -> None:
+        """Every message, (un)subscribe confirmation and PING answer of one lane.
 
         Reads the PubSub's connection directly and hands only what is not a message to
         `PubSub.handle_message` (which keeps redis-py's subscription bookkeeping): `get_message`
         costs a retry wrapper, a dict and several awaits per message, a third of the throughput.
         """
-        pubsub = session.pubsub
+        pubsub = lane.pubsub
         connection = pubsub.connection
+        message_kind = lane.message_kind
         try:
             if connection is None:
                 raise RedisUnavailable("pub/sub link has no connection")
             while True:
                 reply = await connection.read_response(timeout=math.inf, disconnect_on_error=False)
-                if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                if type(reply) is list and len(reply) == 3 and reply[0] == message_kind:
                     self._receive(reply[1], reply[2])
                     continue
                 message = await pubsub.handle_message(reply)
                 kind = None if message is None else message["type"]
                 if kind == "pong":
-                    self._on_pong(message["data"])
-                elif kind == "subscribe":
+                    self._on_pong(lane, message["data"])
+                elif kind in ("subscribe", "ssubscribe"):
                     self._confirmed.add(message["channel"])
-                elif kind == "unsubscribe":
-                    self._confirmed.discard(message["channel"])
+                elif kind in ("unsubscribe", "sunsubscribe"):
+                    channel = message["channel"]
+                    self._confirmed.discard(channel)
+                    if kind == "sunsubscribe" and channel in self._active:
+                        # Not asked for: Redis Cluster moved the channel's slot (resharding or failover).
+                        raise RedisUnavailable(f"Redis Cluster moved the slot of channel {channel!r}")
         except (RedisError, RedisUnavailable, OSError, TimeoutError) as error:
             self._lose(session, RedisUnavailable(f"pub/sub link to Redis failed: {error!r}"))
         except Exception as error:
             logger.exception("reading the pub/sub link failed")
             self._lose(session, error)
 
-    def _on_pong(self, arg: object) -> None:
-        self.last_pong = asyncio.get_running_loop().time()
+    def _on_pong(self, lane: PubSubLane, arg: object) -> None:
+        lane.last_pong = asyncio.get_running_loop().time()
         if isinstance(arg, bytes) and arg.startswith(b"barrier:"):
-            self._release_barriers(int(arg[8:]))
+            lane.barrier_seq = int(arg[8:])
+            self._release_barriers(min(each.barrier_seq for each in self._lanes))
 
     # Barriers: a PING behind every pending change; its answer means Redis applied them all -------
 
     async def barrier(self) -> None:
-        """Await a PING sent after every pending subscription change on the pub/sub link."""
+        """Await a PING sent, on every lane, after every pending subscription change."""
         self.flush()
         session = self._current()
         if session is None:

@@ -1,6 +1,7 @@
 """Supervisor: keeps one session to Redis open for the adapter, and replaces it after every outage.
 
-A session is three links (cluster state, publishing, pub/sub). When one breaks, calls go to the node's
+A session is three links (cluster state, publishing, pub/sub), or on a Redis Cluster a state link plus a
+publish link and a pub/sub lane per primary (session.py). When one breaks, calls go to the node's
 share at once and reconnection backs off (relay/backoff.py) from 0.1 s to 5 s. A new session registers the
 node as a new incarnation, writes the share back, re-subscribes, flushes the publish queue, and sweeps
 what earlier incarnations held but the node no longer does; then it announces the members the cluster
@@ -22,10 +23,10 @@ from relay.alerts import AlertKind, Alerts
 from relay.backoff import Backoff, stop_if_cancelled
 from relay.redis.healing import PresenceHealer
 from relay.redis.heartbeat import Heartbeat
-from relay.redis.link import PipelinedLink, RedisUnavailable, open_pubsub
+from relay.redis.link import RedisUnavailable
 from relay.redis.publisher import Publisher
 from relay.redis.scripts import LuaScript
-from relay.redis.session import Session
+from relay.redis.session import Session, open_links
 from relay.redis.share import NodeShare
 from relay.redis.state import NodeEvicted, RedisClusterState, Rejoined
 from relay.redis.subscriptions import Subscriptions
@@ -154,22 +155,13 @@ class Supervisor:
 
     async def _open_session(self) -> None:
         name = f"relay-{self.node_id}"
-        state_link = await PipelinedLink.open(self._url, f"{name}-state", self.timeout)
-        links: list[PipelinedLink] = [state_link]
-        try:
-            publish_link = await PipelinedLink.open(self._url, f"{name}-publish", self.timeout)
-            links.append(publish_link)
-            control = self._subscriptions.control
-            pubsub_client, pubsub = await open_pubsub(self._url, f"{name}-subscribe", self.timeout, control)
-        except BaseException:
-            for link in links:
-                await link.close()
-            raise
+        control = self._subscriptions.control
+        links = await open_links(self._url, name, self.timeout, control, self._prefix.encode())
         self._incarnation += 1
-        cluster = RedisClusterState(state_link, self._prefix, f"{self.node_id}.{self._incarnation}", self._scripts)
-        session = Session(cluster, publish_link, pubsub_client, pubsub)
+        cluster = RedisClusterState(links.state, self._prefix, f"{self.node_id}.{self._incarnation}", self._scripts)
+        session = Session(cluster, links)
         self._live = session  # closed by _end_session or stop(), whatever happens next
-        for link in links:
+        for link in (links.state, *links.publishers):
             link.on_lost = self._on_link_lost
 
         # From the snapshot to `self.session = session` nothing yields: calls made before it are in

@@ -7,7 +7,8 @@ the next live node puts them back after RedisConfig.node_timeout. Both happen on
 (relay/redis/heartbeat.py), shared with the cluster adapter; the scripts are in relay/redis/lua/webhooks/.
 Receivers de-duplicate by delivery id.
 
-Keys, under `<prefix>:webhooks:`
+Keys, under `<prefix>:webhooks:` (`{<prefix>}:webhooks:` on a Redis Cluster: one slot, so every script and
+transaction below touches one shard)
   ready                  LIST of Delivery JSON, sent oldest first by whichever node takes it
   retry                  ZSET Delivery JSON -> wall-clock ms when it may be tried again
   in_flight:<node>       LIST of Delivery JSON being posted by <node>
@@ -31,6 +32,7 @@ from relay.config import RedisConfig
 from relay.redis.heartbeat import Heartbeat
 from relay.redis.link import close_now, open_blocking, open_pool
 from relay.redis.scripts import load_scripts
+from relay.redis.topology import key_prefix
 from relay.webhooks.model import Cancel, DeadLetter, Delivery, Hold, MalformedRecord
 from relay.webhooks.store import now_ms
 
@@ -67,7 +69,7 @@ class RedisStore:
         self._blocking = open_blocking(config.url, f"relay-{self.node_id}-webhooks-take", timeout)
         self._queue_limit = max(1, queue_limit)
         self._dead_letter_limit = max(1, dead_letter_limit)
-        base = f"{config.prefix}:webhooks:"
+        base = f"{key_prefix(config.url, config.prefix)}:webhooks:"  # one hash tag on a Redis Cluster
         self._base = base
         self._ready = base + "ready"
         self._retry = base + "retry"

@@ -1,4 +1,6 @@
-"""Adapter fixtures: nodes built on the `local` or the `redis` adapter, and a recording listener.
+"""Adapter fixtures: nodes built on the `local` or the `redis` adapter (on one redis-server, or on a
+three-primary Redis Cluster shared by the module's tests, each under a prefix of its own), and a recording
+listener.
 
 The listener stands where the Node stands in production. It is the adapter's caller, not a
 double of the adapter under test: it records what the adapter hands back (deliveries, lost
@@ -8,7 +10,8 @@ members and channels) and holds the snapshot a node would report after an outage
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +22,7 @@ from relay.adapters.local import LocalAdapter
 from relay.config import RedisConfig
 from relay.redis.adapter import RedisAdapter
 from tests.support import TIMEOUT, RedisProcess
+from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
 
 APP = "1001"
 # Short enough that dead-node tests finish in seconds; real deployments use 15 s.
@@ -133,21 +137,38 @@ class NodeFactory(Protocol):
     ) -> TestNode: ...
 
 
-def redis_config(redis: RedisProcess, node_timeout: float = TEST_NODE_TIMEOUT) -> RedisConfig:
-    return RedisConfig(url=redis.url, prefix="relay-test", node_timeout=node_timeout)
+def redis_config(
+    redis: RedisProcess | RedisClusterProcesses, node_timeout: float = TEST_NODE_TIMEOUT, prefix: str = "relay-test"
+) -> RedisConfig:
+    return RedisConfig(url=redis.url, prefix=prefix, node_timeout=node_timeout)
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "redis-cluster"])
 def adapter_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
+
+
+@pytest.fixture(scope="module")
+def module_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """One Redis Cluster for a module's tests (starting one costs seconds); tests use prefixes of their own."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
 async def make_node(adapter_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
     """Builds started nodes of the parametrized kind; all are closed at teardown."""
     nodes: list[TestNode] = []
-    redis: RedisProcess | None = request.getfixturevalue("redis_process") if adapter_kind == "redis" else None
+    redis: RedisProcess | RedisClusterProcesses | None = None
+    if adapter_kind == "redis":
+        redis = request.getfixturevalue("redis_process")
+    elif adapter_kind == "redis-cluster":
+        redis = request.getfixturevalue("module_redis_cluster")
+    prefix = f"relay-test-{uuid.uuid4().hex[:8]}"
 
     async def make(name: str = "node", node_timeout: float = TEST_NODE_TIMEOUT, **kwargs: Any) -> TestNode:
         adapter: Adapter
@@ -155,7 +176,7 @@ async def make_node(adapter_kind: str, request: pytest.FixtureRequest) -> AsyncI
             assert not nodes, "the local adapter is one process: one node"
             adapter = LocalAdapter()
         else:
-            adapter = RedisAdapter(redis_config(redis, node_timeout), node_id=name, **kwargs)
+            adapter = RedisAdapter(redis_config(redis, node_timeout, prefix), node_id=name, **kwargs)
         node = TestNode(adapter, RecordingListener(name))
         await adapter.start(node.listener)
         nodes.append(node)

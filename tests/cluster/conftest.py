@@ -30,6 +30,7 @@ import pytest
 from tests.integration.wire import Api, ApiResponse, Client, Frame, connect, ws_url
 from tests.support.ports import free_port
 from tests.support.redis import RedisProcess, start_redis
+from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
 from tests.support.relay import RelayProcess, to_toml
 from tests.support.timeouts import STARTUP_TIMEOUT, scaled
 
@@ -79,9 +80,12 @@ class ClusterNode:
         self.process.restart()
 
 
+RedisBackend = RedisProcess | RedisClusterProcesses  # one redis-server, or a three-primary Redis Cluster
+
+
 @dataclass
 class Cluster:
-    redis: RedisProcess
+    redis: RedisBackend
     nodes: list[ClusterNode]
     http: aiohttp.ClientSession
     app: Mapping[str, Any]
@@ -177,7 +181,7 @@ def child_env() -> dict[str, str]:
 
 
 def node_config(
-    redis: RedisProcess, prefix: str, node_timeout: float, app: Mapping[str, Any], config: Mapping[str, Any]
+    redis: RedisBackend, prefix: str, node_timeout: float, app: Mapping[str, Any], config: Mapping[str, Any]
 ) -> dict[str, Any]:
     """TOML for one node; the Redis URL itself goes on the command line (`--redis-url`)."""
     document: dict[str, Any] = {"redis": {"prefix": prefix, "node_timeout": node_timeout}, "apps": [dict(app)]}
@@ -190,7 +194,7 @@ def node_config(
 
 
 def spawn_node(
-    workdir: Path, redis: RedisProcess, document: Mapping[str, Any], extra_args: Sequence[str]
+    workdir: Path, redis: RedisBackend, document: Mapping[str, Any], extra_args: Sequence[str]
 ) -> RelayProcess:
     """Start a node without waiting for it (callers start several, then wait for each)."""
     port = free_port()
@@ -208,12 +212,14 @@ def start_processes(
     app: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     extra_args: Sequence[str] = (),
-) -> tuple[RedisProcess, list[RelayProcess], dict[str, Any], str]:
-    """redis-server, then `nodes` relay nodes started together; returns once every node answers GET /up.
+    redis_cluster: bool = False,
+) -> tuple[RedisBackend, list[RelayProcess], dict[str, Any], str]:
+    """redis-server (or a Redis Cluster), then `nodes` relay nodes started together; returns once every
+    node answers GET /up.
 
     On a failure everything started so far is stopped before the error propagates.
     """
-    redis = start_redis(workdir)
+    redis: RedisBackend = start_redis_cluster(workdir) if redis_cluster else start_redis(workdir)
     relays: list[RelayProcess] = []
     try:
         prefix = f"relay-test-{uuid.uuid4().hex[:8]}"
@@ -229,7 +235,7 @@ def start_processes(
     return redis, relays, merged_app, prefix
 
 
-def stop_processes(redis: RedisProcess, relays: Sequence[RelayProcess]) -> None:
+def stop_processes(redis: RedisBackend, relays: Sequence[RelayProcess]) -> None:
     for relay in reversed(relays):
         relay.stop()
     redis.stop()
@@ -240,7 +246,7 @@ def stop_processes(redis: RedisProcess, relays: Sequence[RelayProcess]) -> None:
 @pytest.fixture
 async def cluster_factory(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
     """Starts clusters (each its own redis-server); all processes are stopped at teardown."""
-    started: list[tuple[Cluster, RedisProcess, list[RelayProcess]]] = []
+    started: list[tuple[Cluster, RedisBackend, list[RelayProcess]]] = []
     async with aiohttp.ClientSession() as http:
 
         async def start(
@@ -283,12 +289,13 @@ async def cluster(cluster_factory: ClusterFactory) -> Cluster:
     return await cluster_factory()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
 def module_processes(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[RedisProcess, list[RelayProcess], dict[str, Any], str]]:
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RedisBackend, list[RelayProcess], dict[str, Any], str]]:
+    """The shared suite runs twice: on one redis-server, and on a three-primary Redis Cluster."""
     workdir = tmp_path_factory.mktemp("shared-cluster")
-    redis, relays, app, prefix = start_processes(workdir)
+    redis, relays, app, prefix = start_processes(workdir, redis_cluster=request.param == "redis-cluster")
     try:
         yield redis, relays, app, prefix
     finally:
@@ -297,7 +304,7 @@ def module_processes(
 
 @pytest.fixture
 async def shared_cluster(
-    module_processes: tuple[RedisProcess, list[RelayProcess], dict[str, Any], str],
+    module_processes: tuple[RedisBackend, list[RelayProcess], dict[str, Any], str],
 ) -> AsyncIterator[Cluster]:
     """Three nodes and one Redis shared by every test of a module (starting them costs seconds).
 

@@ -1,14 +1,17 @@
-"""Cross-node delivery on three nodes behind one Redis: HTTP API events and client events reach the
-subscribers on every node exactly once, in publish order, with `socket_id` exclusion across nodes."""
+"""Cross-node delivery on three nodes behind one Redis, and behind a three-primary Redis Cluster: HTTP API
+events and client events reach the subscribers on every node exactly once, in publish order, with
+`socket_id` exclusion across nodes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from tests.cluster.conftest import Cluster, barrier, unique
 from tests.integration.wire import Client
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
@@ -171,3 +174,44 @@ async def test_event_published_elsewhere_right_after_subscription_succeeded_arri
         await shared_cluster.trigger(0, channel, "first", str(round_number))
         assert await client.recv() == {"event": "first", "channel": channel, "data": str(round_number)}
         await client.unsubscribe(channel)
+
+
+async def test_channels_on_every_shard_get_every_event_in_per_publisher_order(shared_cluster: Cluster) -> None:
+    """On a Redis Cluster the channels below live on all three shards (checked), and each subscribing node
+    SSUBSCRIBEs on the shard of each channel it has clients on; every node publishes concurrently."""
+    channels = [unique("shard-") for _ in range(6)]
+    redis = shared_cluster.redis
+    if isinstance(redis, RedisClusterProcesses):
+        names = [f"{shared_cluster.prefix}:ev:{shared_cluster.app_id}:{channel}" for channel in channels]
+        while len({redis.shard_of(name) for name in names}) < 3:  # six random names nearly always span three
+            channels.append(unique("shard-"))
+            names.append(f"{shared_cluster.prefix}:ev:{shared_cluster.app_id}:{channels[-1]}")
+    subscribers = []
+    for node in range(3):
+        client = await shared_cluster.connect(node)
+        for channel in channels:
+            await shared_cluster.subscribe(client, channel)
+        subscribers.append(client)
+    if isinstance(redis, RedisClusterProcesses):
+        # Each channel has exactly three shard subscribers (one per relay node), on its own shard only.
+        for name in names:
+            owner = redis.nodes[redis.shard_of(name)]
+            assert redis.cli(owner.port, "PUBSUB", "SHARDNUMSUB", name).split() == [name, "3"]
+    count = 20
+
+    async def publish(node: int) -> None:
+        for number in range(count):
+            for channel in channels:
+                await shared_cluster.trigger(node, channel, "seq", f"{node}:{number}")
+
+    await asyncio.gather(*(publish(node) for node in range(3)))
+    for client in subscribers:
+        received: dict[tuple[str, str], list[int]] = {}
+        for _ in range(3 * count * len(channels)):
+            frame = await client.recv()
+            assert frame["event"] == "seq", frame
+            node, number = frame["data"].split(":")
+            received.setdefault((frame["channel"], node), []).append(int(number))
+        expected = {(channel, str(node)): list(range(count)) for channel in channels for node in range(3)}
+        assert received == expected, f"socket {client.socket_id}"
+    await barrier(shared_cluster, subscribers, channels[0])

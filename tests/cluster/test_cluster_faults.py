@@ -38,7 +38,9 @@ from websockets.exceptions import ConnectionClosed
 from relay.config import load_config
 from tests.integration.wire import Api, Client, Frame, build_request, connect, inner, ws_url
 from tests.support.ports import free_port
+from tests.support.process import ProcessError
 from tests.support.redis import RedisProcess, redis_answers_ping, start_redis
+from tests.support.redis_cluster import ClusterNodeProcess, RedisClusterProcesses, start_redis_cluster
 from tests.support.relay import DEFAULT_APP, RelayProcess, http_status, to_toml
 from tests.support.timeouts import STARTUP_TIMEOUT, scaled
 
@@ -63,8 +65,14 @@ pytestmark = pytest.mark.timeout(scaled(120))
 
 @dataclass
 class FaultCluster:
-    redis: RedisProcess
+    redis: RedisProcess | RedisClusterProcesses
     nodes: list[RelayProcess]
+
+    def redis_to_kill(self) -> RedisProcess | ClusterNodeProcess:
+        """The redis-server, or on a Redis Cluster the primary serving relay's state keys (`{relay}`)."""
+        if isinstance(self.redis, RedisClusterProcesses):
+            return self.redis.nodes[self.redis.shard_of("{relay}")]
+        return self.redis
 
 
 def _spawn_node(redis_url: str, workdir: Path) -> RelayProcess:
@@ -85,7 +93,17 @@ def _spawn_node(redis_url: str, workdir: Path) -> RelayProcess:
 def fault_cluster(tmp_path: Path) -> Iterator[FaultCluster]:
     """Our own fixture (not tests/cluster/conftest.py's): these tests kill and restart Redis and nodes,
     and need a short, known node timeout."""
-    redis = start_redis(tmp_path)
+    yield from _fault_cluster(tmp_path, start_redis(tmp_path))
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_fault_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FaultCluster]:
+    """fault_cluster on one redis-server, then on a three-primary Redis Cluster."""
+    redis = start_redis_cluster(tmp_path) if request.param == "redis-cluster" else start_redis(tmp_path)
+    yield from _fault_cluster(tmp_path, redis)
+
+
+def _fault_cluster(tmp_path: Path, redis: RedisProcess | RedisClusterProcesses) -> Iterator[FaultCluster]:
     nodes: list[RelayProcess] = []
     try:
         for index in range(3):
@@ -114,7 +132,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def redis_back(redis: RedisProcess) -> None:
+async def redis_back(redis: RedisProcess | ClusterNodeProcess) -> None:
     """Restart a killed Redis on its port. Spawned from the main thread (children die with the thread
     that started them); readiness is awaited without blocking the event loop."""
     redis.spawn()
@@ -308,8 +326,9 @@ def test_default_node_timeout_is_at_most_30_seconds() -> None:
 
 
 async def test_sigkill_node_members_removed_cluster_wide(
-    fault_cluster: FaultCluster, http: aiohttp.ClientSession
+    any_fault_cluster: FaultCluster, http: aiohttp.ClientSession
 ) -> None:
+    fault_cluster = any_fault_cluster
     nodes = Nodes(http, fault_cluster.nodes)
     room = "presence-room"
     try:
@@ -407,8 +426,13 @@ class Traffic:
             await asyncio.sleep(0.01)
 
 
-async def test_redis_outage_local_service_then_resync(fault_cluster: FaultCluster, http: aiohttp.ClientSession) -> None:
-    redis = fault_cluster.redis
+async def test_redis_outage_local_service_then_resync(
+    any_fault_cluster: FaultCluster, http: aiohttp.ClientSession
+) -> None:
+    """On a Redis Cluster: the primary serving the state keys is killed (SIGKILL) mid-traffic and restarted
+    empty on its port, rejoining the cluster with its slots; the same checks hold."""
+    fault_cluster = any_fault_cluster
+    redis = fault_cluster.redis_to_kill()
     nodes = Nodes(http, fault_cluster.nodes)
     traffic_channel, room = "traffic", "presence-room"
     try:
@@ -545,13 +569,142 @@ async def test_redis_outage_local_service_then_resync(fault_cluster: FaultCluste
         await nodes.close()
 
 
+async def test_redis_cluster_primary_replaced_by_its_replica(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """A Redis Cluster with one replica per primary: the primary serving relay's state keys is SIGKILLed
+    mid-traffic and its replica (another address) takes over. The nodes find it through the slot map,
+    write their share back and resynchronise; nothing published after recovery is lost or doubled."""
+    redis = start_redis_cluster(tmp_path, replicas=1)
+    cluster_gen = _fault_cluster(tmp_path, redis)
+    fault = next(cluster_gen)
+    nodes = Nodes(http, fault.nodes)
+    channel, room = "traffic", "presence-room"
+    try:
+        subscribers: list[tuple[int, Sink]] = []
+        for index in range(3):
+            sink = await nodes.client(index, f"sub{index}")
+            await nodes.subscribe(sink, channel)
+            subscribers.append((index, sink))
+            await nodes.subscribe(await nodes.client(index, f"member{index}"), room, f"u{index}")
+        await connected_everywhere(nodes, subscribers, channel)
+        traffic = Traffic(nodes, channel)
+        background = asyncio.create_task(traffic.run())
+        await asyncio.sleep(scaled(0.5))
+
+        primary = fault.redis_to_kill()
+        primary.kill()
+        down_at = time.monotonic()
+
+        def replica_took_over() -> bool:
+            try:
+                return redis.is_ok() and fault.redis_to_kill() is not primary
+            except ProcessError:  # no running primary serves the slot yet
+                return False
+
+        await eventually(lambda: asyncio.to_thread(replica_took_over), "the replica promoted, cluster_state:ok")
+        promoted_at = time.monotonic()
+        await connected_everywhere(nodes, subscribers, channel)
+        recovered_at = time.monotonic()
+        traffic.stop.set()
+        await background
+        print(
+            f"\nmeasured: replica promoted {promoted_at - down_at:.2f}s after the primary was killed; "
+            f"cross-node delivery back {recovered_at - promoted_at:.2f}s after that"
+        )
+
+        assert set(traffic.statuses) == {200}, sorted(set(traffic.statuses))
+        for index, sink in subscribers:
+            own = [d["n"] for d in sink.events("bg", channel) if d["from"] == index]
+            assert own == [n for n, _ in traffic.sent[index]], f"{sink.name} local delivery"
+        for node in fault.nodes:
+            metrics = await redis_metrics(http, node)
+            assert metrics.get("outages", 0) >= 1 and metrics.get("connected") == 1.0, metrics
+        for index in range(3):
+            await eventually(lambda i=index: _equal(nodes.users(i, room), {"u0", "u1", "u2"}), f"node {index} users")
+            await eventually(lambda i=index: _equal(nodes.channels(i), {channel: 3, room: 3}), f"node {index} channels")
+
+        count = 30
+
+        async def publish_sequence(origin: int) -> None:
+            for n in range(count):
+                assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
+
+        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
+        for _, sink in subscribers:
+            await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= 3 * count, "the whole sequence")
+        await connected_everywhere(nodes, subscribers, channel)
+        for _, sink in subscribers:
+            received = sink.events("seq", channel)
+            for origin in range(3):
+                assert [d["n"] for d in received if d["from"] == origin] == list(range(count)), sink.name
+            for origin in range(3):
+                got = [d["n"] for d in sink.events("bg", channel) if d["from"] == origin]
+                assert len(got) == len(set(got)) and got == sorted(got), f"{sink.name} from {origin}: {got}"
+    finally:
+        await nodes.close()
+        for _ in cluster_gen:  # the generator's teardown: stops the nodes and every redis-server
+            pass
+
+
+async def test_redis_cluster_resharding_a_channel_slot_heals(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """A channel's slot moves to another primary while nodes 0 and 1 subscribe to it: Redis SUNSUBSCRIBEs
+    them, and node 2, which publishes without subscribing, has its next publish refused ("non local key").
+    Each node takes that as an outage, reads the slot map again (0 and 1 re-subscribe on the new primary);
+    events published after that through every node reach everyone once, in order."""
+    redis = start_redis_cluster(tmp_path)
+    cluster_gen = _fault_cluster(tmp_path, redis)
+    fault = next(cluster_gen)
+    nodes = Nodes(http, fault.nodes)
+    channel = "moving"
+    try:
+        subscribers: list[tuple[int, Sink]] = []
+        for index in range(2):
+            sink = await nodes.client(index, f"sub{index}")
+            await nodes.subscribe(sink, channel)
+            subscribers.append((index, sink))
+        await connected_everywhere(nodes, subscribers, channel)
+        name = f"relay:ev:{APP_ID}:{channel}"
+        before = redis.shard_of(name)
+        target = (before + 1) % 3
+        if target == redis.shard_of("{relay}"):
+            target = (target + 1) % 3  # move it to a shard that serves neither the channel nor the state
+        moved_at = time.monotonic()
+        await asyncio.to_thread(redis.move_empty_slot, name, target)
+        assert redis.shard_of(name) == target
+        await connected_everywhere(nodes, subscribers, channel)
+        print(f"\nmeasured: cross-node delivery back {time.monotonic() - moved_at:.2f}s after the slot moved")
+        owner = redis.nodes[target]
+        assert redis.cli(owner.port, "PUBSUB", "SHARDNUMSUB", name).split() == [name, "2"]
+
+        count = 30
+
+        async def publish_sequence(origin: int) -> None:
+            for n in range(count):
+                assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
+
+        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
+        for _, sink in subscribers:
+            await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= 3 * count, "the whole sequence")
+        await connected_everywhere(nodes, subscribers, channel)
+        for _, sink in subscribers:
+            received = sink.events("seq", channel)
+            for origin in range(3):
+                assert [d["n"] for d in received if d["from"] == origin] == list(range(count)), sink.name
+        for node in fault.nodes:  # node 2 included: only its publishes could tell it the slot moved
+            metrics = await redis_metrics(http, node)
+            assert metrics.get("outages", 0) >= 1 and metrics.get("connected") == 1.0, metrics
+    finally:
+        await nodes.close()
+        for _ in cluster_gen:  # the generator's teardown: stops the nodes and every redis-server
+            pass
+
+
 # 3. Redis restarted during a publish burst ----------------------------------------------------
 
 
 async def test_redis_restart_mid_burst_leaves_no_stuck_node(
     fault_cluster: FaultCluster, http: aiohttp.ClientSession
 ) -> None:
-    redis = fault_cluster.redis
+    redis = fault_cluster.redis_to_kill()
     nodes = Nodes(http, fault_cluster.nodes[:2])
     channel = "burst"
     try:
@@ -834,7 +987,7 @@ async def test_redis_hang_no_stuck_node(fault_cluster: FaultCluster, http: aioht
     """Redis stops answering (SIGSTOP) for longer than the node timeout, its sockets still open: nodes
     must notice by themselves, keep serving local clients without waiting forever on Redis, and
     recover when it resumes (with the keys it held, minus the heartbeats that expired meanwhile)."""
-    redis = fault_cluster.redis
+    redis = fault_cluster.redis_to_kill()
     nodes = Nodes(http, fault_cluster.nodes)
     channel, room = "hang", "presence-room"
     try:

@@ -27,6 +27,7 @@ from .caddy import CaddyProcess, start_caddy
 from .inprocess import APP, TRANSPORTS, RelayServer, RelayServerFactory, server_config, start_in_process
 from .node import NodeClient, start_node
 from .redis import RedisProcess, start_redis
+from .redis_cluster import RedisClusterProcesses, start_redis_cluster
 from .relay import RelayProcess, start_relay
 
 
@@ -57,6 +58,16 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisProcess | RedisClusterProcesses]:
+    """A fresh redis-server, then a fresh three-primary Redis Cluster: the test runs on each; `.url` for relay."""
+    backend = start_redis_cluster(tmp_path) if request.param == "redis-cluster" else start_redis(tmp_path)
+    try:
+        yield backend
+    finally:
+        backend.stop()
 
 
 @pytest.fixture

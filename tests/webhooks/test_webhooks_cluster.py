@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.support.fixtures import RelayFactory
 from tests.support.redis import RedisProcess
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.relay import RelayProcess
 from tests.support.timeouts import scaled
 from tests.webhooks.harness import APP_ID, KEY, SECRET, Client, Receiver, event_key, receiver, unique_prefix
@@ -21,7 +22,7 @@ from tests.webhooks.harness import APP_ID, KEY, SECRET, Client, Receiver, event_
 __all__ = ["receiver"]  # fixture used by name
 
 
-def cluster_toml(receiver: Receiver, redis: RedisProcess, prefix: str) -> dict[str, Any]:
+def cluster_toml(receiver: Receiver, redis: RedisProcess | RedisClusterProcesses, prefix: str) -> dict[str, Any]:
     return {
         "redis_url": redis.url,
         "redis": {"prefix": prefix, "node_timeout": scaled(5.0)},
@@ -53,9 +54,9 @@ def counted(receiver: Receiver) -> Counter[bytes]:
 
 
 async def test_two_nodes_report_each_transition_once(
-    redis_process: RedisProcess, receiver: Receiver, relay_factory: RelayFactory
+    redis_backend: RedisProcess | RedisClusterProcesses, receiver: Receiver, relay_factory: RelayFactory
 ) -> None:
-    node_a, node_b = await start_nodes(relay_factory, cluster_toml(receiver, redis_process, unique_prefix()))
+    node_a, node_b = await start_nodes(relay_factory, cluster_toml(receiver, redis_backend, unique_prefix()))
     on_a = await Client.connect(node_a.ws_url(KEY))
     on_b = await Client.connect(node_b.ws_url(KEY))
 

@@ -19,6 +19,7 @@ from relay.config import Config, WebhookConfig
 from relay.webhooks.model import Delivery
 from relay.webhooks.redis_store import RedisStore
 from tests.support.redis import RedisProcess
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.timeouts import TIMEOUT, scaled
 from tests.webhooks.harness import (
     APP_ID,
@@ -42,7 +43,7 @@ __all__ = ["receiver", "relays"]  # fixtures used by name
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cluster_config(receiver: Receiver, redis: RedisProcess, **overrides: float) -> Config:
+def cluster_config(receiver: Receiver, redis: RedisProcess | RedisClusterProcesses, **overrides: float) -> Config:
     return relay_config([WebhookConfig(receiver.url)], settings(**overrides), redis_config(redis.url, unique_prefix()))
 
 
@@ -131,11 +132,11 @@ asyncio.run(main())
 
 
 async def test_deliveries_in_flight_on_a_crashed_node_are_sent_by_another(
-    redis_process: RedisProcess, receiver: Receiver, relays: RelayStarter
+    redis_backend: RedisProcess | RedisClusterProcesses, receiver: Receiver, relays: RelayStarter
 ) -> None:
-    config = cluster_config(receiver, redis_process)
+    config = cluster_config(receiver, redis_backend)
     assert config.redis is not None
-    argv = [redis_process.url, config.redis.prefix, str(config.redis.node_timeout), "d" * 32, receiver.url]
+    argv = [redis_backend.url, config.redis.prefix, str(config.redis.node_timeout), "d" * 32, receiver.url]
     crashing = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _CRASHING_NODE, *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE
     )
@@ -156,9 +157,9 @@ async def test_deliveries_in_flight_on_a_crashed_node_are_sent_by_another(
 
 
 async def test_two_nodes_share_one_queue_and_send_each_delivery_once(
-    redis_process: RedisProcess, receiver: Receiver, relays: RelayStarter
+    redis_backend: RedisProcess | RedisClusterProcesses, receiver: Receiver, relays: RelayStarter
 ) -> None:
-    config = cluster_config(receiver, redis_process, batch_size=1)
+    config = cluster_config(receiver, redis_backend, batch_size=1)
     node_a = await relays(config)
     node_b = await relays(config)
     app = node_a.app[CONFIG_KEY].apps[0]

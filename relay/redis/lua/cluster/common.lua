@@ -1,6 +1,7 @@
 -- Helpers prepended to every other script in this folder (relay/redis/scripts.py joins them).
 -- KEYS: none. ARGV[1] of every script is the key prefix P; all keys derive from it inside the
--- scripts, so relay needs one Redis server (or a primary with replicas), not Redis Cluster.
+-- scripts. On a Redis Cluster P is the hash tag "{prefix}", so every key is in one slot and a script,
+-- sent to the primary serving that slot, touches that slot only (docs/scaling.md).
 --
 -- Key layout. An "owner" is one incarnation of a node: "<node_id>.<n>"; n grows each time the node
 -- re-registers after an outage, so entries written before and after an outage can be told apart.
