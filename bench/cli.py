@@ -218,6 +218,7 @@ class Runner:
             if redis_proc is not None:
                 stop_process(redis_proc)
             raise
+        handle.cores = _cpu_list(self.server_core) if self.server_core else []
         if redis_proc is not None:
             handle.procs.append(redis_proc)  # stopped after the nodes
             handle.redis_pids.append(redis_proc.pid)

@@ -60,21 +60,41 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
+def busy_seconds(cores: Iterable[int]) -> float:
+    """Time the given cores spent on anything but idle and iowait, from /proc/stat."""
+    wanted = {f"cpu{c}".encode() for c in cores}
+    total = 0
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in wanted:
+                ticks = [int(x) for x in fields[1:9]]
+                total += sum(ticks) - ticks[3] - ticks[4]  # idle, iowait
+    return total / CLK_TCK
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What a set of processes used over one measurement window. cpu_pct is of one core."""
+    """What a set of processes used over one measurement window. cpu_pct is of one core.
+    others_pct: what everything else ran on the cores these processes are pinned to (0 unpinned):
+    on a machine shared with other jobs, the share of its core the server did not get."""
 
     cpu_pct: float
     rss_end: int
     rss_peak: int
     seconds: float
+    others_pct: float = 0.0
 
 
 class Sampler:
     """Measures CPU over a window and samples RSS every `interval` seconds to find its peak."""
 
-    def __init__(self, root_pids: Iterable[int], interval: float = 0.25, descend: bool = True) -> None:
+    def __init__(
+        self, root_pids: Iterable[int], interval: float = 0.25, descend: bool = True, cores: Iterable[int] = ()
+    ) -> None:
         self.root_pids = list(root_pids)
+        self.cores = list(cores)
+        self.busy0 = 0.0
         # The generator's parent process is also the servers' parent: it must not descend.
         self.descend = descend
         self.interval = interval
@@ -93,6 +113,7 @@ class Sampler:
 
     def start(self) -> None:
         self.cpu0 = cpu_seconds(self._refresh())
+        self.busy0 = busy_seconds(self.cores)
         self.t0 = time.monotonic()
         self.peak = rss_bytes(self.pids)
         self.task = asyncio.create_task(self._sample(), name="rss-sampler")
@@ -112,5 +133,7 @@ class Sampler:
         seconds = time.monotonic() - self.t0
         # CPU of processes that exited mid-window is lost; the sets measured here are stable.
         cpu = cpu_seconds(self.pids) - self.cpu0
+        others = max(0.0, busy_seconds(self.cores) - self.busy0 - cpu) if self.cores else 0.0
         rss = rss_bytes(self.pids)
-        return Usage(100.0 * cpu / max(seconds, 1e-9), rss, max(self.peak, rss), seconds)
+        window = max(seconds, 1e-9)
+        return Usage(100.0 * cpu / window, rss, max(self.peak, rss), seconds, 100.0 * others / window)

@@ -45,6 +45,8 @@ class ServerHandle:
     redis_pids: list[int] = field(default_factory=list)
     # Processes that hold client sockets (relay --workers N: N), each under its own RLIMIT_NOFILE.
     serving_processes: int = 1
+    # The cores the server is pinned to (empty: not pinned), to see what else ran there.
+    cores: list[int] = field(default_factory=list)
 
     def stop(self) -> None:
         for proc in self.procs:

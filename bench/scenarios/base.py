@@ -30,7 +30,7 @@ class Context:
     publisher: str = "python"
 
     def server_sampler(self) -> Sampler:
-        return Sampler(self.server.pids)
+        return Sampler(self.server.pids, cores=self.server.cores)
 
     def generator_sampler(self) -> Sampler:
         return Sampler([os.getpid(), *self.pool.pids], descend=False)
@@ -67,6 +67,7 @@ class Delivery:
             "publish_failed": self.publish.failed,
             "publish_max_lag_s": round(self.publish.max_lag, 3),
             "server_cpu_pct": round(self.server.cpu_pct, 1),
+            "others_on_server_cores_pct": round(self.server.others_pct, 1),
             "server_rss_mb": round(self.server.rss_peak / 2**20, 1),
             "generator_cpu_pct": round(self.generator.cpu_pct, 1),
             "client_errors": self.client_errors,
@@ -78,7 +79,8 @@ class Delivery:
         return (
             f"delivered {self.rate:,.0f} msg/s  loss {100 * self.loss:.2f}%  "
             f"p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.0f} ms  "
-            f"server cpu {self.server.cpu_pct:.0f}% rss {self.server.rss_peak / 2**20:.0f} MB  "
+            f"server cpu {self.server.cpu_pct:.0f}% (others {self.server.others_pct:.0f}%) "
+            f"rss {self.server.rss_peak / 2**20:.0f} MB  "
             f"gen cpu {self.generator.cpu_pct:.0f}%"
         )
 

@@ -90,6 +90,7 @@ async def http_api(ctx: Context, subscribers: int) -> Result:
         # Overrides delivery's figure: parent + receivers (from /proc) + the C publisher (its rusage).
         "generator_cpu_pct": round(generator_cpu, 1),
         "generator_bound": bound,
+        "others_on_server_cores_pct": round(delivery.server.others_pct, 1),
         **{f"delivery_{k}": round(v, 3) for k, v in delivery.latency.items()},
     }
     if c_run is not None:
@@ -105,7 +106,10 @@ async def http_api(ctx: Context, subscribers: int) -> Result:
             f"to {connected['subscribers']} subs: delivered {delivery.rate:,.0f} msg/s "
             f"loss {100 * delivery.loss:.2f}%  "
         )
-    line += f"server cpu {server_cpu:.0f}% ({per_cpu_second:,.0f} req per cpu-s)  gen cpu {generator_cpu:.0f}%"
+    line += (
+        f"server cpu {server_cpu:.0f}% ({per_cpu_second:,.0f} req per cpu-s, others on its core "
+        f"{delivery.server.others_pct:.0f}%)  gen cpu {generator_cpu:.0f}%"
+    )
     if c_run is not None:
         line += f" (publisher {publisher_cpu:.0f}%)"
     if bound:

@@ -79,6 +79,7 @@ async def scale(ctx: Context) -> Result:
                     "rss_mb": round(rss / 2**20, 1),
                     "rss_per_conn_kb": round((rss - baseline) / held / 1024, 2),
                     "server_cpu_pct_connecting": round(connect_server.cpu_pct, 1),
+                    "others_on_server_cores_pct_connecting": round(connect_server.others_pct, 1),
                     "generator_cpu_pct_connecting": round(connect_generator.cpu_pct, 1),
                     "p50_ms": round(delivery.latency["p50_ms"], 3),
                     "p99_ms": round(delivery.latency["p99_ms"], 3),
@@ -86,6 +87,7 @@ async def scale(ctx: Context) -> Result:
                     "loss_pct": round(100 * delivery.loss, 3),
                     "events": delivery.publish.ok,
                     "server_cpu_pct_fanout": round(delivery.server.cpu_pct, 1),
+                    "others_on_server_cores_pct_fanout": round(delivery.server.others_pct, 1),
                     "generator_cpu_pct_fanout": round(delivery.generator.cpu_pct, 1),
                 }
                 details.append(step)
@@ -101,6 +103,8 @@ async def scale(ctx: Context) -> Result:
                 parts.append(
                     f"{label}{capped}: {step['connects_per_s']:,.0f} conn/s, {step['rss_per_conn_kb']:.1f} KB/conn, "
                     f"1 ev/s p50 {step['p50_ms']:.0f} / p99 {step['p99_ms']:.0f} ms, loss {step['loss_pct']:g}%, "
+                    f"server cpu {connect_server.cpu_pct:.0f}% (others {connect_server.others_pct:.0f}%) / "
+                    f"{delivery.server.cpu_pct:.0f}%, "
                     f"gen cpu {step['generator_cpu_pct_connecting']:.0f}/{step['generator_cpu_pct_fanout']:.0f}%"
                 )
         finally:
