@@ -67,7 +67,7 @@ class Delivery:
             "publish_failed": self.publish.failed,
             "publish_max_lag_s": round(self.publish.max_lag, 3),
             "server_cpu_pct": round(self.server.cpu_pct, 1),
-            "others_on_server_cores_pct": round(self.server.others_pct, 1),
+            **core_share(self.server),
             "server_rss_mb": round(self.server.rss_peak / 2**20, 1),
             "generator_cpu_pct": round(self.generator.cpu_pct, 1),
             "client_errors": self.client_errors,
@@ -79,10 +79,23 @@ class Delivery:
         return (
             f"delivered {self.rate:,.0f} msg/s  loss {100 * self.loss:.2f}%  "
             f"p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.0f} ms  "
-            f"server cpu {self.server.cpu_pct:.0f}% (others {self.server.others_pct:.0f}%) "
+            f"server cpu {self.server.cpu_pct:.0f}% ({share_line(self.server)}) "
             f"rss {self.server.rss_peak / 2**20:.0f} MB  "
             f"gen cpu {self.generator.cpu_pct:.0f}%"
         )
+
+
+def core_share(usage: Usage) -> dict[str, Metric]:
+    """What else ran on the server's pinned cores over a window (see procstat.Usage)."""
+    return {
+        "others_on_server_cores_pct": round(usage.others_pct, 1),
+        "interrupts_on_server_cores_pct": round(usage.interrupts_pct, 1),
+        "steal_on_server_cores_pct": round(usage.steal_pct, 1),
+    }
+
+
+def share_line(usage: Usage) -> str:
+    return f"others {usage.others_pct:.0f}%, irq {usage.interrupts_pct:.0f}%, steal {usage.steal_pct:.0f}%"
 
 
 DELIVERY_RATIOS = {"delivered_per_s": True, "p99_ms": False, "server_cpu_pct": False, "server_rss_mb": False}

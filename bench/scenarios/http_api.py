@@ -11,7 +11,7 @@ from __future__ import annotations
 from bench.cpublisher import CPublishRun, publish_as_fast
 from bench.publisher import Publisher, PublishReport, events_builder
 from bench.results import Metric, Result, percentiles
-from bench.scenarios.base import Context, measure_delivery, subscribe_all, warm_up
+from bench.scenarios.base import Context, core_share, measure_delivery, share_line, subscribe_all, warm_up
 
 # A generator above this share of its core may be what limits the figure: the line says so.
 GENERATOR_BOUND_PCT = 90.0
@@ -90,7 +90,7 @@ async def http_api(ctx: Context, subscribers: int) -> Result:
         # Overrides delivery's figure: parent + receivers (from /proc) + the C publisher (its rusage).
         "generator_cpu_pct": round(generator_cpu, 1),
         "generator_bound": bound,
-        "others_on_server_cores_pct": round(delivery.server.others_pct, 1),
+        **core_share(delivery.server),
         **{f"delivery_{k}": round(v, 3) for k, v in delivery.latency.items()},
     }
     if c_run is not None:
@@ -107,8 +107,8 @@ async def http_api(ctx: Context, subscribers: int) -> Result:
             f"loss {100 * delivery.loss:.2f}%  "
         )
     line += (
-        f"server cpu {server_cpu:.0f}% ({per_cpu_second:,.0f} req per cpu-s, others on its core "
-        f"{delivery.server.others_pct:.0f}%)  gen cpu {generator_cpu:.0f}%"
+        f"server cpu {server_cpu:.0f}% ({per_cpu_second:,.0f} req per cpu-s; on its core "
+        f"{share_line(delivery.server)})  gen cpu {generator_cpu:.0f}%"
     )
     if c_run is not None:
         line += f" (publisher {publisher_cpu:.0f}%)"

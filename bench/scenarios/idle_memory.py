@@ -7,7 +7,7 @@ import time
 
 from bench.procstat import descendants, rss_bytes
 from bench.results import Metric, Result
-from bench.scenarios.base import Context, subscribe_all
+from bench.scenarios.base import Context, core_share, share_line, subscribe_all
 
 # Let the server finish whatever connecting left behind (buffers, GC) before reading RSS.
 SETTLE_SECONDS = 3.0
@@ -44,7 +44,7 @@ async def hold_idle(ctx: Context, name: str, count: int, pattern: str, channel_m
         "rss_loaded_mb": round(loaded / 2**20, 1),
         "rss_per_conn_kb": round(per_conn / 1024, 2),
         "server_cpu_pct_while_connecting": round(server_usage.cpu_pct, 1),
-        "others_on_server_cores_pct": round(server_usage.others_pct, 1),
+        **core_share(server_usage),
         "generator_cpu_pct": round(generator_usage.cpu_pct, 1),
         "generator_rss_per_conn_kb": round(generator_rss / max(n, 1) / 1024, 2),
         "channels": channel_mod or n,
@@ -53,7 +53,7 @@ async def hold_idle(ctx: Context, name: str, count: int, pattern: str, channel_m
         f"{n} conns, {channel_mod or n} channels, {concurrency} in flight ({still_open} open after "
         f"{SETTLE_SECONDS:g}s): connect {rate:,.0f} conn/s  {per_conn / 1024:.1f} KB/conn "
         f"(rss {baseline / 2**20:.0f} -> {loaded / 2**20:.0f} MB)  "
-        f"server cpu {server_usage.cpu_pct:.0f}% (others {server_usage.others_pct:.0f}%)  "
+        f"server cpu {server_usage.cpu_pct:.0f}% ({share_line(server_usage)})  "
         f"gen cpu {generator_usage.cpu_pct:.0f}%"
     )
     ratios = {"rss_per_conn_kb": False, "connects_per_s": True, "generator_cpu_pct": False}

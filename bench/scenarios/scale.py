@@ -13,7 +13,16 @@ import time
 from bench.procstat import descendants, rss_bytes
 from bench.publisher import Publisher, events_builder
 from bench.results import Metric, Result
-from bench.scenarios.base import Context, measure_delivery, receivers_for, server_capacity, subscribe_all, warm_up
+from bench.scenarios.base import (
+    Context,
+    core_share,
+    measure_delivery,
+    receivers_for,
+    server_capacity,
+    share_line,
+    subscribe_all,
+    warm_up,
+)
 
 CHANNEL = "bench-scale"
 SETTLE_SECONDS = 3.0
@@ -79,7 +88,7 @@ async def scale(ctx: Context) -> Result:
                     "rss_mb": round(rss / 2**20, 1),
                     "rss_per_conn_kb": round((rss - baseline) / held / 1024, 2),
                     "server_cpu_pct_connecting": round(connect_server.cpu_pct, 1),
-                    "others_on_server_cores_pct_connecting": round(connect_server.others_pct, 1),
+                    **{f"{k}_connecting": v for k, v in core_share(connect_server).items()},
                     "generator_cpu_pct_connecting": round(connect_generator.cpu_pct, 1),
                     "p50_ms": round(delivery.latency["p50_ms"], 3),
                     "p99_ms": round(delivery.latency["p99_ms"], 3),
@@ -87,7 +96,7 @@ async def scale(ctx: Context) -> Result:
                     "loss_pct": round(100 * delivery.loss, 3),
                     "events": delivery.publish.ok,
                     "server_cpu_pct_fanout": round(delivery.server.cpu_pct, 1),
-                    "others_on_server_cores_pct_fanout": round(delivery.server.others_pct, 1),
+                    **{f"{k}_fanout": v for k, v in core_share(delivery.server).items()},
                     "generator_cpu_pct_fanout": round(delivery.generator.cpu_pct, 1),
                 }
                 details.append(step)
@@ -103,7 +112,7 @@ async def scale(ctx: Context) -> Result:
                 parts.append(
                     f"{label}{capped}: {step['connects_per_s']:,.0f} conn/s, {step['rss_per_conn_kb']:.1f} KB/conn, "
                     f"1 ev/s p50 {step['p50_ms']:.0f} / p99 {step['p99_ms']:.0f} ms, loss {step['loss_pct']:g}%, "
-                    f"server cpu {connect_server.cpu_pct:.0f}% (others {connect_server.others_pct:.0f}%) / "
+                    f"server cpu {connect_server.cpu_pct:.0f}% ({share_line(connect_server)}) / "
                     f"{delivery.server.cpu_pct:.0f}%, "
                     f"gen cpu {step['generator_cpu_pct_connecting']:.0f}/{step['generator_cpu_pct_fanout']:.0f}%"
                 )
