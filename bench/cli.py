@@ -18,6 +18,7 @@ from typing import Final
 import orjson
 import uvloop
 
+from bench.cpublisher import c_publisher_ready
 from bench.limits import raise_nofile
 from bench.results import Result, format_line, ratio_lines
 from bench.scenarios.base import Context
@@ -75,6 +76,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-pin", dest="pin", action="store_false")
     p.add_argument("--server-cpus", default="0", help="taskset cpu list for servers (and Redis) when pinning")
     p.add_argument("--generator-cpus", default="1", help="cpu list for the generator when pinning")
+    p.add_argument(
+        "--publisher",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="HTTP API scenarios' request generator (auto: bench/c/publisher when built)",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="subscriber worker processes (more only helps with more generator cores)"
     )
@@ -146,6 +153,14 @@ class Runner:
                 "cc -O2 -o bench/c/receiver bench/c/receiver.c"
             )
         self.receiver = "c" if args.receiver == "c" or (args.receiver == "auto" and c_receiver_ready()) else "python"
+        if args.publisher == "c" and not c_publisher_ready():
+            raise SystemExit(
+                "bench/c/publisher is missing or older than publisher.c: run bench/run, or "
+                "cc -O2 -o bench/c/publisher bench/c/publisher.c -lcrypto"
+            )
+        self.publisher = (
+            "c" if args.publisher == "c" or (args.publisher == "auto" and c_publisher_ready()) else "python"
+        )
 
     async def pool(self, kind: str) -> WorkerPool:
         if kind not in self.pools:
@@ -203,6 +218,7 @@ class Runner:
             if redis_proc is not None:
                 stop_process(redis_proc)
             raise
+        handle.cores = _cpu_list(self.server_core) if self.server_core else []
         if redis_proc is not None:
             handle.procs.append(redis_proc)  # stopped after the nodes
             handle.redis_pids.append(redis_proc.pid)
@@ -212,7 +228,7 @@ class Runner:
         handle: ServerHandle | None = None
         try:
             handle = await self.start(server, cluster=group == "cluster")
-            return await scenario(Context(handle, pool, self.sizes, self.log))
+            return await scenario(Context(handle, pool, self.sizes, self.log, self.publisher))
         except Exception as exc:  # boundary: one broken scenario must not stop the others
             with open(self.logdir / "errors.log", "a") as f:
                 f.write(f"--- {server} {group}\n{traceback.format_exc()}\n")
@@ -265,7 +281,8 @@ class Runner:
         self.log(
             f"# {machine_summary()}; pin: server cpus {self.server_core or '-'}, generator cpus "
             f"{self.args.generator_cpus if self.args.pin else '-'}; {'quick' if self.args.quick else 'full'} "
-            f"sizes; {self.args.workers} {self.receiver} receiver worker(s); logs in {self.logdir}"
+            f"sizes; {self.args.workers} {self.receiver} receiver worker(s); {self.publisher} HTTP publisher; "
+            f"logs in {self.logdir}"
         )
         try:
             for server in servers:
@@ -300,6 +317,7 @@ class Runner:
             "sizes": self.sizes,
             "pinned": self.args.pin,
             "receiver": self.receiver,
+            "publisher": self.publisher,
             "results": [
                 {
                     "server": r.server,

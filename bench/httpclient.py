@@ -93,6 +93,8 @@ class HttpPool:
         self.size = size
         self.idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
         self.all: list[HttpConnection] = []
+        # TCP connections opened so far: the churn a server that closes after each answer costs us.
+        self.connects = 0
 
     async def open(self) -> None:
         for _ in range(self.size):
@@ -100,6 +102,7 @@ class HttpPool:
 
     async def _connect(self) -> HttpConnection:
         _, conn = await asyncio.get_running_loop().create_connection(HttpConnection, self.host, self.port)
+        self.connects += 1
         self.all.append(conn)
         return conn
 

@@ -61,20 +61,55 @@ def rss_bytes(pids: Iterable[int]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class CoreTime:
+    """Seconds the given cores spent running processes, in interrupts (irq + softirq: on loopback
+    much of TCP's receive path), and stolen by the hypervisor, from /proc/stat."""
+
+    tasks: float
+    interrupts: float
+    steal: float
+
+
+def core_time(cores: Iterable[int]) -> CoreTime:
+    wanted = {f"cpu{c}".encode() for c in cores}
+    tasks = interrupts = steal = 0
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in wanted:
+                user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(x) for x in fields[1:9])
+                tasks += user + nice + system
+                interrupts += irq + softirq
+                steal += stolen
+    return CoreTime(tasks / CLK_TCK, interrupts / CLK_TCK, steal / CLK_TCK)
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
-    """What a set of processes used over one measurement window. cpu_pct is of one core."""
+    """What a set of processes used over one measurement window. cpu_pct is of one core.
+    On the cores these processes are pinned to (all 0 unpinned): others_pct, what other processes
+    ran there (on a machine shared with other jobs, the share the server did not get);
+    interrupts_pct, irq and softirq time, which the kernel charges to no process (on loopback
+    it includes TCP work for the server's own connections); steal_pct, the hypervisor's."""
 
     cpu_pct: float
     rss_end: int
     rss_peak: int
     seconds: float
+    others_pct: float = 0.0
+    interrupts_pct: float = 0.0
+    steal_pct: float = 0.0
 
 
 class Sampler:
     """Measures CPU over a window and samples RSS every `interval` seconds to find its peak."""
 
-    def __init__(self, root_pids: Iterable[int], interval: float = 0.25, descend: bool = True) -> None:
+    def __init__(
+        self, root_pids: Iterable[int], interval: float = 0.25, descend: bool = True, cores: Iterable[int] = ()
+    ) -> None:
         self.root_pids = list(root_pids)
+        self.cores = list(cores)
+        self.core0 = CoreTime(0.0, 0.0, 0.0)
         # The generator's parent process is also the servers' parent: it must not descend.
         self.descend = descend
         self.interval = interval
@@ -93,6 +128,7 @@ class Sampler:
 
     def start(self) -> None:
         self.cpu0 = cpu_seconds(self._refresh())
+        self.core0 = core_time(self.cores)
         self.t0 = time.monotonic()
         self.peak = rss_bytes(self.pids)
         self.task = asyncio.create_task(self._sample(), name="rss-sampler")
@@ -113,4 +149,17 @@ class Sampler:
         # CPU of processes that exited mid-window is lost; the sets measured here are stable.
         cpu = cpu_seconds(self.pids) - self.cpu0
         rss = rss_bytes(self.pids)
-        return Usage(100.0 * cpu / max(seconds, 1e-9), rss, max(self.peak, rss), seconds)
+        window = max(seconds, 1e-9)
+        if not self.cores:
+            return Usage(100.0 * cpu / window, rss, max(self.peak, rss), seconds)
+        now, was = core_time(self.cores), self.core0
+        others = max(0.0, now.tasks - was.tasks - cpu)
+        return Usage(
+            100.0 * cpu / window,
+            rss,
+            max(self.peak, rss),
+            seconds,
+            100.0 * others / window,
+            100.0 * (now.interrupts - was.interrupts) / window,
+            100.0 * (now.steal - was.steal) / window,
+        )

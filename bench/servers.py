@@ -43,6 +43,10 @@ class ServerHandle:
     logs: list[Path] = field(default_factory=list)
     # The Redis the nodes share in the cross-node scenario; measured apart from the nodes.
     redis_pids: list[int] = field(default_factory=list)
+    # Processes that hold client sockets (relay --workers N: N), each under its own RLIMIT_NOFILE.
+    serving_processes: int = 1
+    # The cores the server is pinned to (empty: not pinned), to see what else ran there.
+    cores: list[int] = field(default_factory=list)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -134,7 +138,7 @@ async def start_relay(
     """One relay node per port; with several ports (or workers) they share `redis_url`.
 
     `console_token`: the debug console is on (RELAY_CONSOLE_TOKEN); open_console() opens one."""
-    handle = ServerHandle("relay", [], [])
+    handle = ServerHandle("relay", [], [], serving_processes=max(1, workers) * len(ports))
     try:
         for port in ports:
             config = logdir / f"relay-{port}.toml"
@@ -165,7 +169,7 @@ async def start_relay(
 
 async def start_soketi(ports: list[int], app: App, core: str, logdir: Path, redis_url: str = "") -> ServerHandle:
     """One soketi node per port; with several ports they use soketi's Redis adapter."""
-    handle = ServerHandle("soketi", [], [])
+    handle = ServerHandle("soketi", [], [], serving_processes=len(ports))
     try:
         for port in ports:
             env = os.environ.copy()

@@ -10,6 +10,9 @@ class Sizes:
     fanout_large: int = 5000
     fanout_small_rate: float = 50.0
     fanout_large_rate: float = 10.0
+    # 20,000 subscribers at 2.5 ev/s: the same 50,000 messages/s as the smaller fan-outs
+    fanout_huge: int = 20_000
+    fanout_huge_rate: float = 2.5
     seconds: float = 10.0
     # fan-out max: subscribers, first rate tried, bounded steps, seconds per step
     max_subscribers: int = 1000
@@ -24,10 +27,19 @@ class Sizes:
     idle_connections: int = 10_000
     idle_channels: int = 100
     connect_concurrency: int = 200
+    # connect rate: connections each subscribing to a channel of its own, handshakes in flight
+    connect_rate_connections: int = 10_000
+    connect_rate_in_flight: int = 100
+    # scale: idle subscribers on one channel, added step by step up to each count; then a fan-out
+    # of scale_rate ev/s to all of them for scale_seconds at each step
+    scale_steps: tuple[int, ...] = (10_000, 25_000, 50_000)
+    scale_rate: float = 1.0
+    scale_seconds: float = 5.0
     # HTTP API: requests per variant (bounded by http_seconds too), concurrent keep-alive connections
-    http_requests: int = 20_000
-    http_seconds: float = 10.0
-    http_connections: int = 16
+    # (a window of ~1 s, as 20,000 requests gave at 18k req/s, swung ±50% on a shared machine)
+    http_requests: int = 300_000
+    http_seconds: float = 8.0
+    http_connections: int = 50
     http_subscribers: int = 100
     # presence churn: churning connections, join/leave cycles each
     # Every join/leave is broadcast to every current member, churners included: 50 keeps the
@@ -47,6 +59,8 @@ QUICK = replace(
     fanout_large=500,
     fanout_small_rate=20.0,
     fanout_large_rate=10.0,
+    fanout_huge=1000,
+    fanout_huge_rate=20.0,
     seconds=2.0,
     max_subscribers=200,
     max_start_rate=50.0,
@@ -55,9 +69,13 @@ QUICK = replace(
     channels=200,
     channels_rate=200.0,
     idle_connections=1000,
+    connect_rate_connections=1000,
+    scale_steps=(300, 600, 1000),
+    scale_seconds=2.0,
     http_requests=2000,
     http_seconds=3.0,
     http_subscribers=20,
+    http_connections=16,
     churners=20,
     churn_cycles=20,
     churn_timeout=20.0,

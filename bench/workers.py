@@ -80,8 +80,14 @@ class WorkerPool:
         Returns the summed reply (ok, failed, errors) and the slowest worker's elapsed time."""
         cmds = []
         first = int(base.get("first_index", 0))
-        for share in split(count, self.size):
-            cmds.append({**base, "cmd": "connect", "count": share, "first_index": first, "timeout": timeout})
+        for n, share in enumerate(split(count, self.size)):
+            # Each worker its own loopback source addresses (the C receiver uses the 64 after this
+            # one): one address reaches one server port from at most ~28k ephemeral ports
+            # (net.ipv4.ip_local_port_range), and finding a free one slows down well before that.
+            source = f"127.{n + 1}.0.0"
+            cmds.append(
+                {**base, "cmd": "connect", "count": share, "first_index": first, "timeout": timeout, "source": source}
+            )
             first += share
         replies = await self.each(cmds, timeout + 30.0)
         return {

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import resource
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Final
 
 from bench.procstat import Sampler, Usage
 from bench.publisher import Publisher, PublishReport, RequestBuilder
@@ -22,9 +26,11 @@ class Context:
     pool: WorkerPool
     sizes: Sizes
     log: Callable[[str], None]
+    # Who sends the HTTP API scenarios' requests: "c" (bench/c/publisher) or "python" (bench/publisher.py).
+    publisher: str = "python"
 
     def server_sampler(self) -> Sampler:
-        return Sampler(self.server.pids)
+        return Sampler(self.server.pids, cores=self.server.cores)
 
     def generator_sampler(self) -> Sampler:
         return Sampler([os.getpid(), *self.pool.pids], descend=False)
@@ -61,6 +67,7 @@ class Delivery:
             "publish_failed": self.publish.failed,
             "publish_max_lag_s": round(self.publish.max_lag, 3),
             "server_cpu_pct": round(self.server.cpu_pct, 1),
+            **core_share(self.server),
             "server_rss_mb": round(self.server.rss_peak / 2**20, 1),
             "generator_cpu_pct": round(self.generator.cpu_pct, 1),
             "client_errors": self.client_errors,
@@ -72,9 +79,23 @@ class Delivery:
         return (
             f"delivered {self.rate:,.0f} msg/s  loss {100 * self.loss:.2f}%  "
             f"p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.0f} ms  "
-            f"server cpu {self.server.cpu_pct:.0f}% rss {self.server.rss_peak / 2**20:.0f} MB  "
+            f"server cpu {self.server.cpu_pct:.0f}% ({share_line(self.server)}) "
+            f"rss {self.server.rss_peak / 2**20:.0f} MB  "
             f"gen cpu {self.generator.cpu_pct:.0f}%"
         )
+
+
+def core_share(usage: Usage) -> dict[str, Metric]:
+    """What else ran on the server's pinned cores over a window (see procstat.Usage)."""
+    return {
+        "others_on_server_cores_pct": round(usage.others_pct, 1),
+        "interrupts_on_server_cores_pct": round(usage.interrupts_pct, 1),
+        "steal_on_server_cores_pct": round(usage.steal_pct, 1),
+    }
+
+
+def share_line(usage: Usage) -> str:
+    return f"others {usage.others_pct:.0f}%, irq {usage.interrupts_pct:.0f}%, steal {usage.steal_pct:.0f}%"
 
 
 DELIVERY_RATIOS = {"delivered_per_s": True, "p99_ms": False, "server_cpu_pct": False, "server_rss_mb": False}
@@ -148,13 +169,17 @@ class ScenarioError(Exception):
     """The scenario could not be measured (e.g. no connection could subscribe)."""
 
 
-async def subscribe_all(ctx: Context, channel: str, count: int, **extra: Metric) -> dict[str, Metric]:
+async def subscribe_all(
+    ctx: Context, channel: str, count: int, concurrency: int = 0, **extra: Metric
+) -> dict[str, Metric]:
     """Connect `count` subscribers to `channel` (a pattern with {i} / {m} for per-connection
-    channels) and return connect metrics; a scenario measured on fewer subscribers than asked
-    says so in its metrics."""
+    channels), at most `concurrency` handshakes at once (default: the sizes' connect_concurrency),
+    and return connect metrics; a scenario measured on fewer subscribers than asked says so in
+    its metrics."""
     target = ctx.server.targets[0]
+    in_flight = concurrency or ctx.sizes.connect_concurrency
     reply = await ctx.pool.connect(
-        {**target.as_command(), "channel": channel, "concurrency": ctx.sizes.connect_concurrency, **extra},
+        {**target.as_command(), "channel": channel, "concurrency": in_flight, **extra},
         count,
         timeout=max(60.0, count / 50),
     )
@@ -166,3 +191,41 @@ async def subscribe_all(ctx: Context, channel: str, count: int, **extra: Metric)
         "connect_seconds": round(reply["elapsed"], 3),
         "connect_errors": "; ".join(reply["errors"])[:300],
     }
+
+
+# Files a process keeps besides client sockets (listeners, epoll, logs, node's own): kept free.
+FD_MARGIN: Final = 150
+# SO_REUSEPORT spreads connections by a hash, not evenly: leave room in each worker.
+REUSEPORT_SLACK: Final = 0.95
+
+
+def sockets_per_process() -> int:
+    """Client sockets one process may hold: the hard RLIMIT_NOFILE (which a process cannot raise
+    without CAP_SYS_RESOURCE; the bench raises the soft limit to it) less FD_MARGIN."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return (1 << 20 if hard == resource.RLIM_INFINITY else hard) - FD_MARGIN
+
+
+def server_capacity(ctx: Context) -> int:
+    """How many connections the server under test can hold on this machine."""
+    n = ctx.server.serving_processes
+    return sockets_per_process() if n == 1 else int(n * sockets_per_process() * REUSEPORT_SLACK)
+
+
+@asynccontextmanager
+async def receivers_for(ctx: Context, count: int) -> AsyncIterator[Context]:
+    """A context whose worker pool can hold `count` connections: the scenario's own pool when it
+    is big enough, else a larger pool of the same kind, stopped (by PID) on the way out."""
+    needed = math.ceil(count / sockets_per_process())
+    if needed <= ctx.pool.size:
+        yield ctx
+        return
+    pool = WorkerPool(needed, ctx.pool.kind)
+    try:
+        await pool.start()
+        yield replace(ctx, pool=pool)
+    finally:
+        try:
+            await pool.close_connections()
+        finally:
+            await pool.stop()

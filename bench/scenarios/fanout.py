@@ -3,7 +3,15 @@ POST /events; delivered messages/s, loss, publish-to-receive latency, server CPU
 
 from bench.publisher import Publisher, events_builder
 from bench.results import Result
-from bench.scenarios.base import DELIVERY_RATIOS, Context, measure_delivery, subscribe_all, warm_up
+from bench.scenarios.base import (
+    DELIVERY_RATIOS,
+    Context,
+    measure_delivery,
+    receivers_for,
+    server_capacity,
+    subscribe_all,
+    warm_up,
+)
 
 CHANNEL = "bench-fanout"
 
@@ -50,3 +58,18 @@ async def fanout_large(ctx: Context) -> Result:
         s.fanout_large_rate,
         s.seconds,
     )
+
+
+async def fanout_huge(ctx: Context) -> Result:
+    """20,000 subscribers, or as many as one server process may hold sockets (RLIMIT_NOFILE);
+    the line and the metrics say when the count was capped."""
+    s = ctx.sizes
+    asked = s.fanout_huge
+    count = min(asked, server_capacity(ctx))
+    name = "fanout-20k" if asked == 20_000 else f"fanout-{asked}"
+    async with receivers_for(ctx, count) as wide:
+        result = await fanout(wide, name, count, s.fanout_huge_rate, s.seconds)
+    if count < asked:
+        result.metrics["capped_from"] = asked
+        result.line += f"  (capped from {asked:,}: RLIMIT_NOFILE hard limit)"
+    return result
