@@ -214,7 +214,7 @@ static void on_event(struct conn *c, uint32_t events) {
         }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-        send_request(c);
+        next(c, 0); /* the other connections may have sent the last request meanwhile */
         return;
     }
     if (c->state != WAITING) return;
