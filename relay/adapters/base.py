@@ -202,14 +202,23 @@ class HistoryStore(Protocol):
     def keeps_history(self) -> bool:
         """True while the store answers (Redis reachable); events published meanwhile carry ids."""
 
+    def record_position(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        """Where a connection still here stands (a subscribe of the user on another node may start from it).
+        Never blocks, like the two below."""
+
+    def forget_position(self, app_id: str, channel: str, user_id: str, socket_id: str) -> None:
+        """The connection left the channel, and the user is still there (or chose to leave)."""
+
     def record_departure(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
-        """Remember, for `ttl_ms`, where the user's last connection on the channel stood. Never blocks."""
+        """The user's last connection on the channel here ended: remember for `ttl_ms` where it stood, unless
+        the user is still on the channel on another node."""
 
     async def recover(
-        self, app_id: str, channel: str, user_id: str, window_ms: int, fallback: Position | None
+        self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
     ) -> Recovered | None:
-        """Take the user's departure (or use `fallback`, a position known to this node) and read what it missed;
-        None when the store cannot answer now."""
+        """For a subscribe by `socket_id`: take the user's departure (or use `fallback`, a position known to this
+        node, or the position of the user's connection still on another node) and read what it missed; None
+        when the store cannot answer now."""
 
 
 class Adapter(Broadcaster, ClusterState, Protocol):

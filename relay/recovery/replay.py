@@ -171,7 +171,9 @@ class Recovery:
         self._channel_left(connection, channel)
         watch = self.returns.watches.get(connection.socket_id, {}).get(channel)
         if watch is not None:
-            self.returns.unwatch((connection.app.id, watch.user_id, channel), connection.socket_id)
+            key: ReturnKey = (connection.app.id, watch.user_id, channel)
+            self.returns.unwatch(key, connection.socket_id)
+            self._forget(connection, key)
 
     def _channel_left(self, connection: RecoveringConnection, channel: str) -> None:
         history = self.histories.get((connection.app.id, channel))
@@ -189,6 +191,11 @@ class Recovery:
             key: ReturnKey = (connection.app.id, watch.user_id, channel)
             if self.returns.unwatch(key, connection.socket_id):
                 self._depart(connection, key, watch, now)
+            else:
+                self._forget(connection, key)
+
+    def _forget(self, connection: RecoveringConnection, key: ReturnKey) -> None:
+        """The connection's position on the channel no longer counts, and there is no departure to record."""
 
     def _depart(self, connection: RecoveringConnection, key: ReturnKey, watch: Watch, now: float) -> None:
         history = self.histories.get((key[0], key[2]))
@@ -216,10 +223,14 @@ class Recovery:
         channels = self.returns.watches.get(connection.socket_id)
         if not channels or not _is_pong(raw):
             return
-        for watch in channels.values():
+        for channel, watch in channels.items():
             if watch.pending is not None:
                 watch.confirmed = max(watch.confirmed, watch.pending)
                 watch.pending = None
+                self._confirmed(connection, channel, watch)
+
+    def _confirmed(self, connection: RecoveringConnection, channel: str, watch: Watch) -> None:
+        """The connection's confirmed position on the channel moved (or was set)."""
 
     # Bounds ----------------------------------------------------------------------------------------
 

@@ -99,9 +99,8 @@ class StreamRecovery(Recovery):
     ) -> None:
         app_id, user_id, channel = key
         try:
-            answer = await self.store.recover(
-                app_id, channel, user_id, int(connection.app.recovery_window * 1000), fallback
-            )
+            window_ms = int(connection.app.recovery_window * 1000)
+            answer = await self.store.recover(app_id, channel, user_id, connection.socket_id, window_ms, fallback)
         finally:
             held = self._release(app_id, channel, connection.socket_id)
         if held is None:
@@ -113,7 +112,9 @@ class StreamRecovery(Recovery):
                 connection.send_wire(wire)
         else:
             start = self._answer(connection, channel, answer, held)
-        self.returns.watch(key, connection.socket_id, Watch(user_id, confirmed=start))
+        watch = Watch(user_id, confirmed=start)
+        self.returns.watch(key, connection.socket_id, watch)
+        self._confirmed(connection, channel, watch)
 
     def _answer(
         self, connection: RecoveringConnection, channel: str, answer: Recovered, held: list[tuple[int, bytes]]
@@ -168,6 +169,15 @@ class StreamRecovery(Recovery):
         self.returns.depart(key, Departure(watch.confirmed, connection.socket_id, now, "", now + memory))
         position = Position(event_id_of(watch.confirmed), connection.socket_id)
         self.store.record_departure(key[0], key[2], key[1], position, int(memory * 1000))
+
+    def _forget(self, connection: RecoveringConnection, key: ReturnKey) -> None:
+        self.store.forget_position(key[0], key[2], key[1], connection.socket_id)
+
+    def _confirmed(self, connection: RecoveringConnection, channel: str, watch: Watch) -> None:
+        # Kept as long as a departure: a node that dies with it leaves it as that connection's departure.
+        ttl_ms = int(connection.app.recovery_window * GAP_MEMORY_WINDOWS * 1000)
+        position = Position(event_id_of(watch.confirmed), connection.socket_id)
+        self.store.record_position(connection.app.id, channel, watch.user_id, position, ttl_ms)
 
     def _last_delivered(self, app_id: str, channel: str) -> int | None:
         tracked = self.positions.get((app_id, channel))

@@ -366,12 +366,26 @@ class RedisAdapter:
     def keeps_history(self) -> bool:
         return self._supervisor.session is not None
 
+    # Without Redis the node's own records are all there is: nothing is written, nothing is queued.
+
+    def record_position(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        session = self._supervisor.session
+        if session is not None:
+            session.cluster.record_position(app_id, channel, user_id, position, ttl_ms)
+
+    def forget_position(self, app_id: str, channel: str, user_id: str, socket_id: str) -> None:
+        session = self._supervisor.session
+        if session is not None:
+            session.cluster.forget_position(app_id, channel, user_id, socket_id)
+
     def record_departure(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
         session = self._supervisor.session
-        if session is not None:  # else the node's own record is all there is
+        if session is not None:
             session.cluster.depart(app_id, channel, user_id, position, ttl_ms)
 
     async def recover(
-        self, app_id: str, channel: str, user_id: str, window_ms: int, fallback: Position | None
+        self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
     ) -> Recovered | None:
-        return await self._ask(lambda c: c.recover(app_id, channel, user_id, window_ms, fallback), lambda: None)
+        return await self._ask(
+            lambda c: c.recover(app_id, channel, user_id, socket_id, window_ms, fallback), lambda: None
+        )

@@ -277,16 +277,25 @@ class RedisClusterState:
 
     # Recovering channels (docs/recovery.md, "Several nodes") --------------------------------------
 
+    # Nobody waits for these writes: a failed one only means a return is not recognised.
+
+    def record_position(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        args = (self.owner, app_id, channel, user_id, position.socket_id, position.event_id, ttl_ms)
+        self._send("position", *args).add_done_callback(_consume)
+
+    def forget_position(self, app_id: str, channel: str, user_id: str, socket_id: str) -> None:
+        key = self._key("app", app_id, "ch", channel, "at", user_id)
+        self.link.request_nowait(b"HDEL", key, socket_id).add_done_callback(_consume)
+
     def depart(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
-        """Queue depart.lua; nobody waits for it (a failure only means the return is not recognised)."""
         reply = self._send("depart", app_id, channel, user_id, position.event_id, position.socket_id, ttl_ms)
         reply.add_done_callback(_consume)
 
     async def recover(
-        self, app_id: str, channel: str, user_id: str, window_ms: int, fallback: Position | None
+        self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
     ) -> Recovered:
         known = "" if fallback is None else "\0".join((fallback.event_id, fallback.socket_id, str(fallback.age_ms)))
-        reply = _list(await self._run("recover", app_id, channel, user_id, window_ms, known))
+        reply = _list(await self._run("recover", app_id, channel, user_id, window_ms, known, socket_id))
         kind, last_id = _text(reply[0]), _text(reply[1])
         if kind == "fresh":
             return Recovered("fresh", last_id)

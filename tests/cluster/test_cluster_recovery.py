@@ -18,8 +18,18 @@ pytestmark = pytest.mark.timeout(scaled(60))
 RECOVERY: dict[str, Any] = {"recovery": True, "recovery_window": 60}
 
 
-async def ticks(client: Client, channel: str, count: int) -> list[dict[str, Any]]:
-    return [inner(await client.expect("tick", channel)) for _ in range(count)]
+async def ticks(client: Client, channel: str, count: int, answer_pings: bool = False) -> list[dict[str, Any]]:
+    """The next `count` tick events' data; relay's pings in between are skipped, or answered."""
+    received = []
+    while len(received) < count:
+        frame = await client.recv()
+        if frame["event"] == "pusher:ping":
+            if answer_pings:
+                await client.send({"event": "pusher:pong", "data": {}})
+            continue
+        assert (frame["event"], frame.get("channel")) == ("tick", channel), frame
+        received.append(inner(frame))
+    return received
 
 
 async def trigger_ticks(cluster: Cluster, node: int, channel: str, numbers: range) -> None:
@@ -116,3 +126,44 @@ async def test_live_delivery_goes_on_without_ids_while_redis_is_down(cluster_fac
 
     assert [data["n"] for data in during] == [1, 2, 3]
     assert all("relay_id" not in data for data in during)  # not numbered: Redis keeps the history
+
+
+async def test_a_user_still_subscribed_on_another_node_is_recovered_from_its_last_answered_ping(
+    cluster_factory: ClusterFactory, redis_of: Any
+) -> None:
+    """Node 0 has not noticed that the page's old connection is dead (or it is another tab of the user) when
+    the user subscribes on node 1: node 1 starts from where node 0 last confirmed the old connection stood."""
+    cluster = await cluster_factory(nodes=2, app={**RECOVERY, "activity_timeout": 1})
+    redis = redis_of(cluster)
+    channel = unique("presence-room-")
+    first = await cluster.connect(0)
+    await cluster.subscribe(first, channel, "ann")
+    await trigger_ticks(cluster, 1, channel, range(3))
+    confirmed = await ticks(first, channel, 3, answer_pings=True)
+    await first.expect("pusher:ping")  # after a second of client silence: everything before it is proven
+    await first.send({"event": "pusher:pong", "data": {}})
+    positions = f"{cluster.prefix}:app:{cluster.app_id}:ch:{channel}:at:ann"
+
+    async def confirmed_in_redis() -> bool:
+        value = await redis.hget(positions, first.socket_id)
+        return value is not None and value.split(b"\0")[0].decode() == confirmed[-1]["relay_id"]
+
+    await wait_until(confirmed_in_redis)
+    await trigger_ticks(cluster, 1, channel, range(3, 5))
+    unconfirmed = await ticks(first, channel, 2)  # written to the old connection, never confirmed
+
+    second = await cluster.connect(1)
+    await cluster.subscribe(second, channel, "ann")
+    replayed = await ticks(second, channel, 2)
+    assert replayed == unconfirmed  # same events, same relay_ids
+    await trigger_ticks(cluster, 0, channel, range(5, 6))
+    assert [data["n"] for data in await ticks(second, channel, 1)] == [5]
+
+    # The old connection goes: the user is still on the channel (node 1), so no departure is recorded.
+    await first.close()
+
+    async def forgotten() -> bool:
+        return not await redis.hexists(positions, first.socket_id)
+
+    await wait_until(forgotten)
+    assert not await redis.exists(f"{cluster.prefix}:app:{cluster.app_id}:ch:{channel}:left:ann")

@@ -23,6 +23,8 @@
 --                                             1, 2, 3... with no holes; MAXLEN ~ and PEXPIRE bound it
 --   P:app:<app>:ch:<channel>:left:<user>  STRING where that user's last connection on the channel stood when it
 --                                             ended: "<event id>\0<socket_id>\0<ms time>" (PX = gap memory)
+--   P:app:<app>:ch:<channel>:at:<user>    HASH   socket_id -> "<event id>\0<owner>\0<ms time>": where each of that
+--                                             user's connections on the channel stands (its last answered ping)
 --   P:seq                              STRING join sequence counter
 --   P:app:<app>:cache:<channel>        STRING a cache channel's last event (PX = its TTL)
 -- Channel names never contain ':' or NUL (docs/protocol.md section 4), so keys and entries are unambiguous.
@@ -104,4 +106,14 @@ local function next_history_id(key)
     return epoch .. "-" .. string.format("%d", tonumber(seq) + 1)
   end
   return string.format("%d", now_ms()) .. "-1"
+end
+
+-- "<epoch>-<seq>" ids in history order ("0-0" first).
+local function id_before(a, b)
+  local a_epoch, a_seq = string.match(a, "^(%d+)-(%d+)$")
+  local b_epoch, b_seq = string.match(b, "^(%d+)-(%d+)$")
+  if tonumber(a_epoch) ~= tonumber(b_epoch) then
+    return tonumber(a_epoch) < tonumber(b_epoch)
+  end
+  return tonumber(a_seq) < tonumber(b_seq)
 end

@@ -1,8 +1,11 @@
 -- A subscribe to a recovering channel: is the user returning, and what did it miss (docs/recovery.md)?
 -- KEYS: none. ARGV[1] prefix, ARGV[2] app_id, ARGV[3] channel, ARGV[4] user_id, ARGV[5] recovery window in
---   milliseconds, ARGV[6] a position the caller's node knows ("" or "<event id>\0<socket_id>\0<age ms>").
--- The user's departure (depart.lua), when there is one, is taken, so a later subscribe is a fresh start, and
--- preferred to ARGV[6]. Returns, with the history's newest id as read (the same moment as the events):
+--   milliseconds, ARGV[6] a position the caller's node knows ("" or "<event id>\0<socket_id>\0<age ms>"),
+--   ARGV[7] the subscribing socket_id.
+-- Where the user left from, first found: its departure (depart.lua; taken, so a later subscribe is a fresh
+-- start), ARGV[6], or the least position of its other connections on the channel (position.lua): one held
+-- by a node that died counts as a departure (taken), one on a live node as a connection still there.
+-- Returns, with the history's newest id as read (the same moment as the events):
 --   {"fresh", last_id}                       nobody to recover
 --   {"gap", last_id, reason}                 "window": back too late; "history": missed events are gone
 --   {"replay", last_id, previous id, previous socket_id, id, payload, id, payload, ...}
@@ -20,7 +23,23 @@ elseif known ~= "" then
   local f = split(known, 3)
   id, socket, age = f[1], f[2], tonumber(f[3])
 else
-  return {"fresh", last_id}
+  local at = channel_key(p, app, channel, "at:" .. user)
+  local entries = redis.call("HGETALL", at)
+  local best
+  for i = 1, #entries, 2 do
+    local f = split(entries[i + 1], 3)
+    if entries[i] ~= ARGV[7] and (not best or id_before(f[1], best[1])) then
+      best = {f[1], entries[i], f[2], f[3]}
+    end
+  end
+  if not best then
+    return {"fresh", last_id}
+  end
+  id, socket, age = best[1], best[2], 0
+  if not is_alive(p, best[3]) then
+    redis.call("HDEL", at, socket)
+    age = now_ms() - tonumber(best[4])
+  end
 end
 if age > window then
   return {"gap", last_id, "window"}
