@@ -308,22 +308,26 @@ def ids(node: TestNode, channel: str) -> list[str]:
 
 
 def has_five(node: TestNode) -> Callable[[], bool]:
-    return lambda: len(node.listener.frames("history")) == 5
+    return lambda: len(node.listener.frames("history")) == len(node.listener.frames("other")) == 5
 
 
 async def test_kept_events_get_one_id_on_every_node_in_publish_order(make_redis_node: NodeFactory) -> None:
     a, b = await make_redis_node("a"), await make_redis_node("b")
     for node, socket_id in ((a, "a1"), (b, "b1")):
         await node.subscribe("history", socket_id)
+        await node.subscribe("other", socket_id)
         await node.settle()
-    for n in range(5):
+    for n in range(5):  # one burst, two channels interleaved: one script call numbers both
         a.adapter.publish(kept("history", n))
+        a.adapter.publish(kept("other", n))
     assert a.listener.frames("history") == []  # the publisher too waits for Redis' number
     for node in (a, b):
         await node.listener.wait_for(has_five(node), "5 events")
-        assert node.listener.frames("history") == [kept("history", n).frame for n in range(5)]
-    epoch = ids(a, "history")[0].split("-")[0]
-    assert ids(a, "history") == ids(b, "history") == [f"{epoch}-{seq}" for seq in range(1, 6)]
+        for channel in ("history", "other"):
+            assert node.listener.frames(channel) == [kept(channel, n).frame for n in range(5)]
+    for channel in ("history", "other"):
+        epoch = ids(a, channel)[0].split("-")[0]
+        assert ids(a, channel) == ids(b, channel) == [f"{epoch}-{seq}" for seq in range(1, 6)]
 
 
 async def test_kept_events_during_an_outage_are_delivered_at_once_and_numbered_when_redis_is_back(
