@@ -218,13 +218,15 @@ class RedisAdapter:
         retention = envelope.retention
         if retention is None or not self.shares_histories:
             self._publisher.enqueue((name, encode_envelope(envelope, self._token) + envelope.frame))
-        elif self._supervisor.session is not None:
+        elif self._supervisor.session is not None and not self._subscriptions.awaits_confirmation(name):
             payload = encode_envelope(envelope, NO_TOKEN) + envelope.frame
             self._publisher.enqueue(
                 (name, payload, envelope.app_id, envelope.channel, retention.max_events, retention.ttl_ms)
             )
             return
-        else:  # Redis is away: delivered here now, without an id; kept and numbered once Redis is back
+        else:
+            # Redis is away, or has not confirmed this node's subscription yet (just back): delivered here now,
+            # without an id; kept and numbered by Redis all the same, and not delivered here again.
             payload = encode_envelope(envelope, self._token) + envelope.frame
             self._publisher.enqueue(
                 (name, payload, envelope.app_id, envelope.channel, retention.max_events, retention.ttl_ms)
