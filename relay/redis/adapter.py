@@ -15,12 +15,13 @@ The supervisor (supervisor.py) keeps the session to Redis open. Never touches so
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from relay.adapters.base import CachedEvent, ClusterListener, Envelope, EnvelopeKind, Position, Recovered
 from relay.config import RedisConfig
@@ -40,6 +41,7 @@ from relay.redis.wire import KEPT_VERSION, NO_TOKEN, TOKEN_SLICE, decode_envelop
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+UNWRITTEN_LIMIT: Final = 10_000
 
 
 class RedisAdapter:
@@ -74,6 +76,10 @@ class RedisAdapter:
         self._token = secrets.token_bytes(8)  # marks what this process publishes
         self._control = f"{self._prefix}:control".encode()
         self._share = NodeShare()
+        # Recovery writes (positions, departures) made while Redis is away, oldest dropped beyond the bound.
+        self._unwritten: collections.deque[Callable[[RedisClusterState], None]] = collections.deque(
+            maxlen=UNWRITTEN_LIMIT
+        )
         self._listener: ClusterListener | None = None
         self._last_reply_error_log = 0.0
         scripts = load_scripts("cluster")
@@ -368,26 +374,32 @@ class RedisAdapter:
     def keeps_history(self) -> bool:
         return self._supervisor.session is not None
 
-    # Without Redis the node's own records are all there is: nothing is written, nothing is queued.
+    # The writes are queued while Redis is away (bounded, oldest dropped) and sent before the next recovery
+    # call once it is back, so a connection that ended meanwhile does not leave its position behind.
 
     def record_position(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
-        session = self._supervisor.session
-        if session is not None:
-            session.cluster.record_position(app_id, channel, user_id, position, ttl_ms)
+        self._write(lambda c: c.record_position(app_id, channel, user_id, position, ttl_ms))
 
     def forget_position(self, app_id: str, channel: str, user_id: str, socket_id: str) -> None:
-        session = self._supervisor.session
-        if session is not None:
-            session.cluster.forget_position(app_id, channel, user_id, socket_id)
+        self._write(lambda c: c.forget_position(app_id, channel, user_id, socket_id))
 
     def record_departure(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
-        session = self._supervisor.session
-        if session is not None:
-            session.cluster.depart(app_id, channel, user_id, position, ttl_ms)
+        self._write(lambda c: c.depart(app_id, channel, user_id, position, ttl_ms))
 
     async def recover(
         self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
     ) -> Recovered | None:
+        self._write_back()
         return await self._ask(
             lambda c: c.recover(app_id, channel, user_id, socket_id, window_ms, fallback), lambda: None
         )
+
+    def _write(self, write: Callable[[RedisClusterState], None]) -> None:
+        self._unwritten.append(write)
+        self._write_back()
+
+    def _write_back(self) -> None:
+        session = self._supervisor.session
+        if session is not None:
+            while self._unwritten:  # queued on the link in order, ahead of whatever is asked next
+                self._unwritten.popleft()(session.cluster)

@@ -6,12 +6,12 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
-from relay.adapters.base import Envelope, EnvelopeKind, Retention
+from relay.adapters.base import Envelope, EnvelopeKind, Position, Retention
 from relay.app import create_app
 from relay.config import load_config
 from relay.metrics import Metrics
@@ -354,9 +354,35 @@ async def test_kept_events_during_an_outage_are_delivered_at_once_and_numbered_w
 
     # Whether b got event 1 live depends on which node reconnected first (docs/redis.md); the history has it.
     async with Redis.from_url(redis_process.url) as redis:
-        history = await redis.xrange(f"relay-test:app:{APP}:ch:history:history")
+        history: Any = await redis.xrange(f"relay-test:app:{APP}:ch:history:history")
     epoch = history[0][0].decode().split("-")[0]
     assert [entry_id.decode() for entry_id, _ in history] == [f"{epoch}-1", f"{epoch}-2"]
     assert history[0][1][b"e"].endswith(kept("history", 1).frame)
     assert ids(a, "history") == ["", f"{epoch}-2"]
     assert ids(b, "history")[-1] == f"{epoch}-2"
+
+
+async def test_recovery_writes_made_while_redis_is_away_are_written_before_the_next_recover(
+    make_redis_node: NodeFactory, redis_process: RedisProcess
+) -> None:
+    adapter = redis_of(await make_redis_node("a"))
+    adapter.record_position(APP, "history", "ann", Position("0-0", "s1"), 60_000)
+    positions = f"relay-test:app:{APP}:ch:history:at:ann"
+    async with Redis.from_url(redis_process.url) as redis:
+        await wait_until_async(lambda: redis.hexists(positions, "s1"))
+    redis_process.stop()
+    await adapter.wait_connected(False)
+    adapter.record_departure(APP, "history", "ann", Position("0-0", "s1"), 60_000)  # s1 ended meanwhile
+
+    redis_process.restart()
+    await adapter.wait_connected()
+    answer = await adapter.recover(APP, "history", "ann", "s2", 60_000, None)
+    # Redis restarted empty: the departure written back is all it knows, and the return starts from it.
+    assert answer is not None and answer.kind == "replay" and answer.previous == Position("0-0", "s1")
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not await condition():
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.02)

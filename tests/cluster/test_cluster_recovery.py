@@ -20,7 +20,7 @@ RECOVERY: dict[str, Any] = {"recovery": True, "recovery_window": 60}
 
 async def ticks(client: Client, channel: str, count: int, answer_pings: bool = False) -> list[dict[str, Any]]:
     """The next `count` tick events' data; relay's pings in between are skipped, or answered."""
-    received = []
+    received: list[dict[str, Any]] = []
     while len(received) < count:
         frame = await client.recv()
         if frame["event"] == "pusher:ping":
