@@ -26,6 +26,7 @@ from relay.adapters.base import (
     CachedEvent,
     Envelope,
     EnvelopeKind,
+    HistoryStore,
     LocalSnapshot,
     LocalSubscription,
 )
@@ -53,7 +54,7 @@ from relay.protocol.channels import is_cache, is_presence
 from relay.protocol.ids import AppId, SocketId
 from relay.protocol.session import Session, SessionSettings
 from relay.protocol.webhook_events import WebhookEventName
-from relay.recovery import Recovery
+from relay.recovery import Recovery, StreamRecovery, position_of
 from relay.registry import ChannelRegistry
 from relay.signing import AppVerifier
 
@@ -93,7 +94,12 @@ class Node:
         # so the same user back on another node meanwhile is no member_removed/member_added flap.
         self.presence_hold = 0.0
         self._held_leaves: set[asyncio.Task[None]] = set()
-        self.recovery = Recovery(self._recovery_released)  # missed-message recovery, docs/recovery.md
+        # Missed-message recovery, docs/recovery.md: cluster-wide when the adapter keeps histories (Redis).
+        self.recovery = (
+            StreamRecovery(adapter)
+            if isinstance(adapter, HistoryStore) and adapter.shares_histories
+            else Recovery(self._recovery_released)
+        )
         # Big channels' events go out a slice per loop iteration (relay.fanout).
         self.fanout = SlicedFanout(self._written)
         # With the in-memory adapter nothing here suspends: opens, joins and leaves run without a task.
@@ -365,7 +371,9 @@ class Node:
         else:
             connection.send(messages.presence_subscription_succeeded(channel, members))
         if not already:  # replays what a returning user missed, before any newer event
-            self.recovery.joined(connection, channel, member)
+            replay = self.recovery.joined(connection, channel, member)
+            if replay is not None:
+                await replay
         if self.metrics.tap.active:
             self.metrics.tap.subscribed(app.id, socket_id, channel, None if member is None else member.user_id)
         if member is not None and first_for_user:
@@ -425,7 +433,13 @@ class Node:
         if self.metrics.tap.active:
             self.metrics.tap.client_event(app.id, connection.socket_id, event.channel, event.event, event.data)
         envelope = Envelope(
-            EnvelopeKind.EVENT, app.id, event.channel, event.frame, connection.socket_id, accepted_at=self._loop_time()
+            EnvelopeKind.EVENT,
+            app.id,
+            event.channel,
+            event.frame,
+            connection.socket_id,
+            accepted_at=self._loop_time(),
+            retention=self.recovery.retention(app, event.channel),
         )
         self.adapter.publish(envelope)
         data = event.data if isinstance(event.data, str) else orjson.dumps(event.data).decode()
@@ -441,13 +455,17 @@ class Node:
         """ClusterListener: called for every envelope; must not block."""
         if envelope.kind is EnvelopeKind.EVENT:
             # Recorded even with nobody here: a returning subscriber may want it (docs/recovery.md).
-            frame = self.recovery.record(envelope) if self.recovery.active else envelope.frame
+            recovery = self.recovery
+            frame = recovery.record(envelope) if recovery.active or envelope.event_id else envelope.frame
             subscribers = self.registry.subscribers(envelope.app_id, envelope.channel)
             if not subscribers:
                 return
             if frame.startswith(MEMBER_FRAME) and not self.presence.admits(envelope.app_id, envelope.channel, frame):
                 return  # a member change these clients heard already (announced again after an outage)
             wire = wsframe.text_frame(frame)
+            if recovery.holding:  # connections whose replay is being read get this after it
+                position = position_of(envelope.event_id) if envelope.event_id else 0
+                subscribers = recovery.hold(envelope, position, wire, subscribers)
             skip = envelope.except_socket_id
             # Counted per event, never per frame: the hot loop below stays a bare loop.
             sent = len(subscribers) - (skip in subscribers)
@@ -552,7 +570,16 @@ class Node:
             if is_cache(channel):
                 cached = CachedEvent(event, data, time.time() + app.cache_ttl)
                 await self.adapter.set_cache(app.id, channel, cached)
-            envelope = Envelope(EnvelopeKind.EVENT, app.id, channel, frame, except_socket_id, accepted_at=accepted_at)
+            retention = self.recovery.retention(app, channel)
+            envelope = Envelope(
+                EnvelopeKind.EVENT,
+                app.id,
+                channel,
+                frame,
+                except_socket_id,
+                accepted_at=accepted_at,
+                retention=retention,
+            )
             self.adapter.publish(envelope)
             self.metrics.app(app.id).api_events += 1
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from relay.protocol.ids import AppId, SocketId, UserId
 
@@ -35,6 +35,19 @@ class Envelope:
     # Event-loop time at which this node accepted the publish; 0 once it crossed Redis. Only for the
     # publish-to-write histogram.
     accepted_at: float = 0.0
+    # Set by the node on events of a recovering channel: an adapter with a cluster-wide history
+    # (HistoryStore) keeps the event there and numbers it (docs/recovery.md, "Several nodes").
+    retention: Retention | None = None
+    # The event's id in that history, "<epoch>-<seq>", set by the adapter on delivery; "" for none.
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How a recovering channel's cluster-wide history is bounded (the app's recovery settings)."""
+
+    max_events: int
+    ttl_ms: int  # the history goes this long after its last event
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +155,70 @@ class ClusterState(Protocol):
     async def set_cache(self, app_id: AppId, channel: str, cached: CachedEvent) -> None: ...
 
     async def get_cache(self, app_id: AppId, channel: str) -> CachedEvent | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeptEvent:
+    """One event of a channel's cluster-wide history."""
+
+    event_id: str
+    frame: bytes  # as published, without its id
+    except_socket_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a connection stood on a channel: the newest event id it provably received ("0-0": none)."""
+
+    event_id: str
+    socket_id: str
+    age_ms: int = 0  # how long ago it was recorded (a departure's age; 0 for a connection still here)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a subscribe to a recovering channel returns to, read atomically from the cluster-wide history.
+
+    "fresh": nobody to recover (no departure of the user, no `fallback` given); "gap": the missed events
+    are gone (`reason` "window" or "history"); "replay": `events` after `previous`, oldest first.
+    `last_id` is the history's newest id when it was read ("0-0" for an empty or missing history)."""
+
+    kind: Literal["fresh", "gap", "replay"]
+    last_id: str
+    reason: str = ""
+    previous: Position | None = None
+    events: tuple[KeptEvent, ...] = ()
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """An adapter that keeps recovering channels' histories and departures for every node (Redis)."""
+
+    @property
+    def shares_histories(self) -> bool:
+        """True when this adapter keeps them (fixed for its life); False: each node keeps its own."""
+
+    @property
+    def keeps_history(self) -> bool:
+        """True while the store answers (Redis reachable); events published meanwhile carry ids."""
+
+    def record_position(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        """Where a connection still here stands (a subscribe of the user on another node may start from it).
+        Never blocks, like the two below."""
+
+    def forget_position(self, app_id: str, channel: str, user_id: str, socket_id: str) -> None:
+        """The connection left the channel, and the user is still there (or chose to leave)."""
+
+    def record_departure(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        """The user's last connection on the channel here ended: remember for `ttl_ms` where it stood, unless
+        the user is still on the channel on another node."""
+
+    async def recover(
+        self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
+    ) -> Recovered | None:
+        """For a subscribe by `socket_id`: take the user's departure (or use `fallback`, a position known to this
+        node, or the position of the user's connection still on another node) and read what it missed; None
+        when the store cannot answer now."""
 
 
 class Adapter(Broadcaster, ClusterState, Protocol):

@@ -8,12 +8,12 @@ pings (`ticked`) and the client's frames (`received`, for the pongs that confirm
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 
-from relay.adapters.base import Envelope
+from relay.adapters.base import Envelope, Retention
 from relay.config import AppConfig
 from relay.metrics import Metrics
 from relay.protocol import messages
@@ -22,6 +22,7 @@ from relay.recovery.history import ChannelHistory
 from relay.recovery.identity import GAP_MEMORY_WINDOWS, Departure, ReturnKey, Returns, Watch
 
 GAP_EVENT: Final = "relay:gap"
+C = TypeVar("C")
 # Idle histories and old departures are looked for this often (seconds), not on every tick.
 SWEEP_INTERVAL: Final = 5.0
 
@@ -39,6 +40,8 @@ class RecoveringConnection(Protocol):
     def session(self) -> RecoveringSession: ...
 
     def send(self, frame: bytes) -> None: ...
+
+    def send_wire(self, wire: bytes) -> None: ...
 
 
 def wants_recovery(app: AppConfig, channel: str) -> bool:
@@ -62,6 +65,9 @@ class Recovery:
         self._swept_at = 0.0
         self.replayed = 0
         self.gaps = 0
+        # (app_id, channel) -> socket_id -> its live frames (with their history positions) held back while
+        # its replay is read from the cluster-wide history; empty on a single node, where it is immediate.
+        self.holding: dict[tuple[str, str], dict[str, list[tuple[int, bytes]]]] = {}
 
     def register_metrics(self, metrics: Metrics) -> None:
         metrics.add_gauge(
@@ -95,6 +101,20 @@ class Recovery:
 
     # Events ----------------------------------------------------------------------------------------
 
+    def retention(self, app: AppConfig, channel: str) -> Retention | None:
+        """For the adapter: how to keep this channel's events cluster-wide; None: the node keeps them itself."""
+        return None
+
+    def hold(self, envelope: Envelope, position: int, wire: bytes, subscribers: dict[str, C]) -> dict[str, C]:
+        """The subscribers to write `wire` to now; the others (their replay is being read) get it after it."""
+        held = self.holding.get((envelope.app_id, envelope.channel))
+        if not held or held.keys().isdisjoint(subscribers):
+            return subscribers
+        for socket_id, frames in held.items():
+            if socket_id in subscribers and socket_id != envelope.except_socket_id:
+                frames.append((position, wire))
+        return {socket_id: s for socket_id, s in subscribers.items() if socket_id not in held}
+
     def record(self, envelope: Envelope) -> bytes:
         """The frame to fan out: with its event id when the channel keeps a history, else as it came."""
         history = self.histories.get((envelope.app_id, envelope.channel))
@@ -104,22 +124,26 @@ class Recovery:
 
     # Subscriptions ---------------------------------------------------------------------------------
 
-    def joined(self, connection: RecoveringConnection, channel: str, member: Member | None) -> None:
-        """Right after subscription_succeeded was queued: replay what a returning user missed, or say it is lost."""
+    def joined(
+        self, connection: RecoveringConnection, channel: str, member: Member | None
+    ) -> Coroutine[Any, Any, None] | None:
+        """Right after subscription_succeeded was queued: replay what a returning user missed, or say it is lost.
+        Returns a coroutine to await when the replay must be read elsewhere first (several nodes)."""
         app = connection.app
         if not wants_recovery(app, channel):
-            return
+            return None
         now = time.monotonic()
         history = self._history(app, channel, now)  # kept for every subscriber: the cost is per event, not per user
         user_id = member.user_id if member is not None else connection.session.user_id
         if user_id is None:
-            return  # anonymous: nobody to recognise on return
+            return None  # anonymous: nobody to recognise on return
         key: ReturnKey = (app.id, user_id, channel)
         previous = self.returns.returning(key, connection.socket_id, now, history.epoch)
         start = history.last_seq
         if previous is not None:
             start = self._replay(connection, channel, history, previous, now)
         self.returns.watch(key, connection.socket_id, Watch(user_id, confirmed=start))
+        return None
 
     def _replay(
         self, connection: RecoveringConnection, channel: str, history: ChannelHistory, previous: Departure, now: float
@@ -144,28 +168,41 @@ class Recovery:
     def left(self, connection: RecoveringConnection, channel: str) -> None:
         """Any subscription's end. An unsubscribe by the client (its connection still open) means the user
         chose to go, so a later subscribe is no return; `disconnected` has already kept ended connections'."""
+        self._channel_left(connection, channel)
+        watch = self.returns.watches.get(connection.socket_id, {}).get(channel)
+        if watch is not None:
+            key: ReturnKey = (connection.app.id, watch.user_id, channel)
+            self.returns.unwatch(key, connection.socket_id)
+            self._forget(connection, key)
+
+    def _channel_left(self, connection: RecoveringConnection, channel: str) -> None:
         history = self.histories.get((connection.app.id, channel))
         if history is not None:
             history.subscribers = max(0, history.subscribers - 1)
             history.last_used = time.monotonic()
-        watch = self.returns.watches.get(connection.socket_id, {}).get(channel)
-        if watch is not None:
-            self.returns.unwatch((connection.app.id, watch.user_id, channel), connection.socket_id)
 
     def disconnected(self, connection: RecoveringConnection) -> None:
         """The connection ended: remember where it stood on each channel, unless the user is still there."""
         channels = self.returns.watches.get(connection.socket_id)
         if not channels:
             return
-        app = connection.app
         now = time.monotonic()
         for channel, watch in list(channels.items()):
-            key: ReturnKey = (app.id, watch.user_id, channel)
-            history = self.histories.get((app.id, channel))
-            if self.returns.unwatch(key, connection.socket_id) and history is not None:
-                forget_at = now + app.recovery_window * GAP_MEMORY_WINDOWS
-                departure = Departure(watch.confirmed, connection.socket_id, now, history.epoch, forget_at)
-                self.returns.depart(key, departure)
+            key: ReturnKey = (connection.app.id, watch.user_id, channel)
+            if self.returns.unwatch(key, connection.socket_id):
+                self._depart(connection, key, watch, now)
+            else:
+                self._forget(connection, key)
+
+    def _forget(self, connection: RecoveringConnection, key: ReturnKey) -> None:
+        """The connection's position on the channel no longer counts, and there is no departure to record."""
+
+    def _depart(self, connection: RecoveringConnection, key: ReturnKey, watch: Watch, now: float) -> None:
+        history = self.histories.get((key[0], key[2]))
+        if history is not None:
+            forget_at = now + connection.app.recovery_window * GAP_MEMORY_WINDOWS
+            departure = Departure(watch.confirmed, connection.socket_id, now, history.epoch, forget_at)
+            self.returns.depart(key, departure)
 
     # Keep-alive: a pong proves every frame written before its ping arrived --------------------------
 
@@ -173,18 +210,27 @@ class Recovery:
         channels = self.returns.watches.get(connection.socket_id)
         if channels and any(isinstance(action, Send) and action.frame == messages.PING for action in actions):
             for channel, watch in channels.items():
-                history = self.histories.get((connection.app.id, channel))
-                if history is not None:
-                    watch.pending = history.last_seq
+                last = self._last_delivered(connection.app.id, channel)
+                if last is not None:
+                    watch.pending = last
+
+    def _last_delivered(self, app_id: str, channel: str) -> int | None:
+        """The newest position of the channel written to its subscribers here; None when not tracked."""
+        history = self.histories.get((app_id, channel))
+        return None if history is None else history.last_seq
 
     def received(self, connection: RecoveringConnection, raw: bytes | str) -> None:
         channels = self.returns.watches.get(connection.socket_id)
         if not channels or not _is_pong(raw):
             return
-        for watch in channels.values():
+        for channel, watch in channels.items():
             if watch.pending is not None:
                 watch.confirmed = max(watch.confirmed, watch.pending)
                 watch.pending = None
+                self._confirmed(connection, channel, watch)
+
+    def _confirmed(self, connection: RecoveringConnection, channel: str, watch: Watch) -> None:
+        """The connection's confirmed position on the channel moved (or was set)."""
 
     # Bounds ----------------------------------------------------------------------------------------
 

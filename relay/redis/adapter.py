@@ -7,20 +7,23 @@ SSUBSCRIBE on the primary serving each channel's slot) and every state key carri
 `{prefix}`, so each Lua script touches one slot. ClusterState: atomic Lua scripts (state.py), every
 call also recorded in this node's share (share.py), which answers while Redis is unreachable and is
 written back when it returns.
+HistoryStore: recovering channels' histories as Redis Streams, appended by the publish itself, and
+departures (docs/recovery.md, "Several nodes"); on one Redis only, not on a Redis Cluster.
 The supervisor (supervisor.py) keeps the session to Redis open. Never touches sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from relay.adapters.base import CachedEvent, ClusterListener, Envelope, EnvelopeKind
+from relay.adapters.base import CachedEvent, ClusterListener, Envelope, EnvelopeKind, Position, Recovered
 from relay.config import RedisConfig
 from relay.metrics import Metrics
 from relay.redis.heartbeat import Heartbeat
@@ -32,16 +35,17 @@ from relay.redis.share import NodeShare
 from relay.redis.state import NodeEvicted, RedisClusterState
 from relay.redis.subscriptions import Subscriptions
 from relay.redis.supervisor import Supervisor
-from relay.redis.topology import key_prefix
-from relay.redis.wire import TOKEN_SLICE, decode_envelope, encode_envelope
+from relay.redis.topology import is_cluster_url, key_prefix
+from relay.redis.wire import KEPT_VERSION, NO_TOKEN, TOKEN_SLICE, decode_envelope, encode_envelope, split_kept
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+UNWRITTEN_LIMIT: Final = 10_000
 
 
 class RedisAdapter:
-    """Broadcaster and ClusterState over Redis, for one node.
+    """Broadcaster, ClusterState and HistoryStore over Redis, for one node.
 
     While Redis is unreachable the node keeps serving its own clients: publish() still delivers
     locally and queues for Redis (bounded, oldest dropped), and ClusterState calls answer from this
@@ -68,16 +72,21 @@ class RedisAdapter:
 
         self._prefix = config.prefix  # of pub/sub channels: on a Redis Cluster they spread over the shards
         keys = key_prefix(config.url, config.prefix)  # of state keys: one hash tag on a Redis Cluster
+        self._sharded = is_cluster_url(config.url)
         self._token = secrets.token_bytes(8)  # marks what this process publishes
         self._control = f"{self._prefix}:control".encode()
         self._share = NodeShare()
+        # Recovery writes (positions, departures) made while Redis is away, oldest dropped beyond the bound.
+        self._unwritten: collections.deque[Callable[[RedisClusterState], None]] = collections.deque(
+            maxlen=UNWRITTEN_LIMIT
+        )
         self._listener: ClusterListener | None = None
         self._last_reply_error_log = 0.0
         scripts = load_scripts("cluster")
         self._subscriptions = Subscriptions(self._control, self._current, self._on_message, self._lose)
         shard_script = load_scripts("sharded")["spublish"]
         self._publisher = Publisher(
-            keys, scripts["publish"], shard_script, self._current, self._reply_error, queue_limit
+            keys, scripts, shard_script, self._current, self._reply_error, self._deliver_here, self._token, queue_limit
         )
         self._supervisor = Supervisor(
             config.url,
@@ -203,14 +212,38 @@ class RedisAdapter:
         return f"{self._prefix}:ev:{app_id}:{channel}".encode()
 
     def publish(self, envelope: Envelope) -> None:
-        """Queue one PUBLISH for Redis, then deliver to this node at once (never waits on Redis)."""
+        """Queue one PUBLISH for Redis, then deliver to this node at once (never waits on Redis).
+
+        An event of a recovering channel (`retention`) is kept in the channel's history by the same script
+        that publishes it, and while Redis is reachable this node delivers it, as every other, when Redis
+        publishes it with its id: one order for history and delivery on every node."""
         if envelope.kind is EnvelopeKind.TERMINATE_USER:
             name = self._control
         else:
             name = self._channel_name(envelope.app_id, envelope.channel)
-        self._publisher.enqueue(name, encode_envelope(envelope, self._token) + envelope.frame)
+        retention = envelope.retention
+        if retention is None or not self.shares_histories:
+            self._publisher.enqueue((name, encode_envelope(envelope, self._token) + envelope.frame))
+        elif self._supervisor.session is not None and not self._subscriptions.awaits_confirmation(name):
+            payload = encode_envelope(envelope, NO_TOKEN) + envelope.frame
+            self._publisher.enqueue(
+                (name, payload, envelope.app_id, envelope.channel, retention.max_events, retention.ttl_ms)
+            )
+            return
+        else:
+            # Redis is away, or has not confirmed this node's subscription yet (just back): delivered here now,
+            # without an id; kept and numbered by Redis all the same, and not delivered here again.
+            payload = encode_envelope(envelope, self._token) + envelope.frame
+            self._publisher.enqueue(
+                (name, payload, envelope.app_id, envelope.channel, retention.max_events, retention.ttl_ms)
+            )
         if self._listener is not None:
             self._listener.deliver(envelope)
+
+    def _deliver_here(self, payload: bytes) -> None:
+        """A kept event the publisher could not get numbered by Redis: delivered here without an id."""
+        if self._listener is not None:
+            self._listener.deliver(decode_envelope(payload))
 
     def channel_occupied_locally(self, app_id: str, channel: str) -> None:
         self._subscriptions.occupied(self._channel_name(app_id, channel))
@@ -219,11 +252,17 @@ class RedisAdapter:
         self._subscriptions.vacated(self._channel_name(app_id, channel))
 
     def _on_message(self, channel: bytes, payload: bytes) -> None:
-        if payload[TOKEN_SLICE] == self._token:
-            return  # ours: delivered locally when published
         try:
-            envelope = decode_envelope(payload)
-        except (ValueError, struct.error, UnicodeDecodeError):
+            if payload[0] == KEPT_VERSION:
+                event_id, payload = split_kept(payload)
+                if payload[TOKEN_SLICE] == self._token:
+                    return  # ours, delivered here while Redis was away
+                envelope = decode_envelope(payload, event_id)
+            elif payload[TOKEN_SLICE] == self._token:
+                return  # ours: delivered locally when published
+            else:
+                envelope = decode_envelope(payload)
+        except (ValueError, struct.error, UnicodeDecodeError, IndexError):
             logger.exception("dropping a malformed message on Redis channel %r", channel)
             return
         self.received += 1
@@ -323,3 +362,44 @@ class RedisAdapter:
     async def get_cache(self, app_id: str, channel: str) -> CachedEvent | None:
         share = self._share
         return await self._ask(lambda c: c.get_cache(app_id, channel), lambda: share.get_cache(app_id, channel))
+
+    # HistoryStore ----------------------------------------------------------------------------
+
+    @property
+    def shares_histories(self) -> bool:
+        # A script touches one slot on a Redis Cluster; the history and the shard channel are in two.
+        return not self._sharded
+
+    @property
+    def keeps_history(self) -> bool:
+        return self._supervisor.session is not None
+
+    # The writes are queued while Redis is away (bounded, oldest dropped) and sent before the next recovery
+    # call once it is back, so a connection that ended meanwhile does not leave its position behind.
+
+    def record_position(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        self._write(lambda c: c.record_position(app_id, channel, user_id, position, ttl_ms))
+
+    def forget_position(self, app_id: str, channel: str, user_id: str, socket_id: str) -> None:
+        self._write(lambda c: c.forget_position(app_id, channel, user_id, socket_id))
+
+    def record_departure(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        self._write(lambda c: c.depart(app_id, channel, user_id, position, ttl_ms))
+
+    async def recover(
+        self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
+    ) -> Recovered | None:
+        self._write_back()
+        return await self._ask(
+            lambda c: c.recover(app_id, channel, user_id, socket_id, window_ms, fallback), lambda: None
+        )
+
+    def _write(self, write: Callable[[RedisClusterState], None]) -> None:
+        self._unwritten.append(write)
+        self._write_back()
+
+    def _write_back(self) -> None:
+        session = self._supervisor.session
+        if session is not None:
+            while self._unwritten:  # queued on the link in order, ahead of whatever is asked next
+                self._unwritten.popleft()(session.cluster)

@@ -3,7 +3,8 @@
 What is queued goes out as calls of lua/cluster/publish.lua (PUBLISH_SCRIPT_BATCH envelopes each), one
 pipeline in flight at a time (on a Redis Cluster, lua/sharded/spublish.lua calls, one pipeline per
 primary), so the queue is what absorbs a slow Redis. While Redis is away the queue keeps filling and drops its oldest
-entries beyond the limit.
+entries beyond the limit. Events of recovering channels go out, in their place in the queue, as calls of
+publish_kept.lua, which appends them to the channel's history (one Redis only, not a Redis Cluster).
 """
 
 from __future__ import annotations
@@ -19,32 +20,47 @@ from redis.exceptions import NoScriptError
 from relay.redis.link import Command, PipelinedLink, RedisReplyError, RedisUnavailable
 from relay.redis.scripts import LuaScript
 from relay.redis.session import Session
+from relay.redis.wire import NO_TOKEN, TOKEN_SLICE, with_token
 
 logger = logging.getLogger(__name__)
 
 QUEUE_LIMIT: Final = 100_000  # envelopes waiting for Redis; the oldest are dropped beyond this
 OUTBOX_BATCH: Final = 10_000  # envelopes per pipeline
 PUBLISH_SCRIPT_BATCH: Final = 500  # envelopes per script call, so one call never holds Redis long
+PLAIN: Final = 2  # arguments of a plain entry: pub/sub channel, payload
+KEPT: Final = 6  # of a kept one: pub/sub channel, payload, app_id, channel, events kept, ttl in ms
+
+# (pub/sub channel, payload), or (pub/sub channel, payload, app_id, channel, events kept, ttl ms) for an
+# event of a recovering channel.
+Entry = tuple[bytes | str | int, ...]
 
 
 class Publisher:
     def __init__(
         self,
         prefix: str,
-        script: LuaScript,
+        scripts: dict[str, LuaScript],
         shard_script: LuaScript,
         current: Callable[[], Session | None],
         reply_error: Callable[[RedisReplyError], None],
+        deliver_here: Callable[[bytes], None],
+        token: bytes,
         queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self._prefix = prefix
-        self._script = script
+        self._scripts = {PLAIN: scripts["publish"], KEPT: scripts["publish_kept"]}
+        self._sources = {script.sha: script.source for script in scripts.values()}
+        # A kept event that will not reach Redis soon: this node delivers it itself (id-less) and marks it
+        # with its token, so the copy Redis publishes later is not delivered here again.
+        self._deliver_here = deliver_here
+        self._token = token
         self._shard_script = shard_script  # its counterpart on a Redis Cluster (SPUBLISH), one call per primary
         self._current = current
         self._reply_error = reply_error
         self._queue_limit = queue_limit
-        self._outbox: collections.deque[tuple[bytes, bytes]] = collections.deque()  # (channel, payload)
+        self._outbox: collections.deque[Entry] = collections.deque()
         self._dropping = False
+        self._in_flight: list[Command] = []  # the pipeline Redis has not answered yet
         self.dropped = 0  # envelopes dropped from a full queue while Redis was slow or away
         self.published = 0  # envelopes sent to Redis
 
@@ -52,7 +68,7 @@ class Publisher:
     def queued(self) -> int:
         return len(self._outbox)
 
-    def enqueue(self, channel: bytes, payload: bytes) -> None:
+    def enqueue(self, entry: Entry) -> None:
         outbox = self._outbox
         if len(outbox) >= self._queue_limit:
             outbox.popleft()
@@ -60,7 +76,7 @@ class Publisher:
             if not self._dropping:
                 self._dropping = True
                 logger.warning("publish queue for Redis is full (%d); dropping the oldest", self._queue_limit)
-        outbox.append((channel, payload))
+        outbox.append(entry)
         session = self._current()
         if session is not None:
             session.publish_idle.clear()
@@ -69,6 +85,33 @@ class Publisher:
     def outage(self) -> None:
         """Redis was lost: a full queue is reported again once it fills anew."""
         self._dropping = False
+
+    def unreachable(self) -> None:
+        """The session broke: kept events waiting for Redis to deliver them here are delivered now, in order
+        (live delivery never waits for an outage to end). Idempotent."""
+        self._lost()  # older than anything queued: delivered first
+        outbox = self._outbox
+        for index, entry in enumerate(outbox):
+            if len(entry) == KEPT and entry[1][TOKEN_SLICE] == NO_TOKEN:  # type: ignore[index]
+                outbox[index] = self._delivered_here(entry)
+
+    def _delivered_here(self, entry: Entry) -> Entry:
+        payload = entry[1]
+        assert isinstance(payload, bytes)
+        self._deliver_here(payload)
+        return (entry[0], with_token(payload, self._token), *entry[2:])
+
+    def _lost(self) -> None:
+        """The pipeline in flight is lost with the link: its kept events are delivered here now (if Redis ran
+        it before the link broke and the pub/sub link brought them already, they come twice)."""
+        commands, self._in_flight = self._in_flight, []
+        kept_sha = self._scripts[KEPT].sha
+        for command in commands:
+            if command[1] == kept_sha:
+                for start in range(4, len(command), KEPT):
+                    payload = command[start + 1]
+                    if isinstance(payload, bytes) and payload[TOKEN_SLICE] == NO_TOKEN:
+                        self._deliver_here(payload)
 
     async def run(self, session: Session) -> None:
         """The session's publisher: everything queued goes out, in order.
@@ -79,33 +122,51 @@ class Publisher:
             await self._run_sharded(session)
             return
         outbox = self._outbox
-        script = self._script
         while True:
             await session.publish_wake.wait()
             session.publish_wake.clear()
             while outbox:
                 count = min(len(outbox), OUTBOX_BATCH)
-                commands: list[Command] = []
-                for start in range(0, count, PUBLISH_SCRIPT_BATCH):
-                    args: list[bytes | str | int] = [b"EVALSHA", script.sha, 0, self._prefix]
-                    for _ in range(min(PUBLISH_SCRIPT_BATCH, count - start)):
-                        args += outbox.popleft()
-                    commands.append(tuple(args))
+                commands = self._in_flight = self._commands(count)
                 try:
-                    replies = await self._execute(session.publisher, script, commands)
+                    replies = await self._execute(session.publisher, self._sources, commands)
                 except RedisUnavailable:
+                    self._lost()
                     return  # the link's on_lost ends the session
+                self._in_flight = []
                 self._report(replies)
                 self.published += count
             self._dropping = False
             session.publish_idle.set()
 
+    def _commands(self, count: int) -> list[Command]:
+        """The next `count` entries as script calls, in order: a run of plain or of kept entries per call."""
+        outbox = self._outbox
+        commands: list[Command] = []
+        args: list[bytes | str | int] = []
+        size = 0
+        calls = 0
+        for _ in range(count):
+            entry = outbox.popleft()
+            if len(entry) != size or calls == PUBLISH_SCRIPT_BATCH:
+                if args:
+                    commands.append(tuple(args))
+                size = len(entry)
+                args = [b"EVALSHA", self._scripts[size].sha, 0, self._prefix]
+                calls = 0
+            args += entry
+            calls += 1
+        if args:
+            commands.append(tuple(args))
+        return commands
+
     @staticmethod
-    async def _execute(link: PipelinedLink, script: LuaScript, commands: list[Command]) -> list[Any]:
+    async def _execute(link: PipelinedLink, sources: dict[str, str], commands: list[Command]) -> list[Any]:
+        """`sources`: each script's source by its sha, for a Redis that has not loaded it."""
         replies = await link.execute(commands)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # The link's Redis had not loaded the script yet (the session loads it on the state link only).
-            retry = [(b"EVAL", script.source, *command[2:]) for command in commands]
+            retry = [(b"EVAL", sources[str(command[1])], *command[2:]) for command in commands]
             replies = await link.execute(retry)
         return replies
 
@@ -122,6 +183,7 @@ class Publisher:
         """
         outbox = self._outbox
         script = self._shard_script
+        sources = {script.sha: script.source}
         while True:
             await session.publish_wake.wait()
             session.publish_wake.clear()
@@ -129,7 +191,9 @@ class Publisher:
                 count = min(len(outbox), OUTBOX_BATCH)
                 groups: dict[int, list[bytes]] = {}
                 for _ in range(count):
-                    channel, payload = outbox.popleft()
+                    entry = outbox.popleft()  # always plain: the adapter keeps no history on a Redis Cluster
+                    channel, payload = entry[0], entry[1]
+                    assert isinstance(channel, bytes) and isinstance(payload, bytes)
                     pairs = groups.get(shard := session.shard(channel))
                     if pairs is None:
                         pairs = groups[shard] = []
@@ -140,7 +204,7 @@ class Publisher:
                         (b"EVALSHA", script.sha, 0, self._prefix, *pairs[start : start + 2 * PUBLISH_SCRIPT_BATCH])
                         for start in range(0, len(pairs), 2 * PUBLISH_SCRIPT_BATCH)
                     ]
-                    sends.append(self._execute(session.publishers[index], script, commands))
+                    sends.append(self._execute(session.publishers[index], sources, commands))
                 results = await asyncio.gather(*sends, return_exceptions=True)  # each ends before we go on
                 for replies in results:
                     if isinstance(replies, BaseException):

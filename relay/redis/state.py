@@ -8,6 +8,7 @@ adapter decides what to answer instead.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from typing import Any, Final
 import orjson
 from redis.exceptions import NoScriptError
 
-from relay.adapters.base import CachedEvent
+from relay.adapters.base import CachedEvent, KeptEvent, Position, Recovered
 from relay.redis.link import Arg, PipelinedLink, RedisUnavailable
 from relay.redis.scripts import LuaScript
+from relay.redis.wire import decode_envelope
 
 EVICTED: Final = -1  # scripts' answer when the caller's heartbeat expired
 FIRST: Final = 1  # add_members: the user's first connection on the channel anywhere
@@ -272,3 +274,46 @@ class RedisClusterState:
         if not (isinstance(event, str) and isinstance(data, str) and isinstance(expires_at, int | float)):
             raise UnexpectedReply(f"malformed cache entry for channel {channel}")
         return CachedEvent(event, data, float(expires_at))
+
+    # Recovering channels (docs/recovery.md, "Several nodes") --------------------------------------
+
+    # Nobody waits for these writes: a failed one only means a return is not recognised.
+
+    def record_position(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        args = (self.owner, app_id, channel, user_id, position.socket_id, position.event_id, ttl_ms)
+        self._send("position", *args).add_done_callback(_consume)
+
+    def forget_position(self, app_id: str, channel: str, user_id: str, socket_id: str) -> None:
+        key = self._key("app", app_id, "ch", channel, "at", user_id)
+        self.link.request_nowait(b"HDEL", key, socket_id).add_done_callback(_consume)
+
+    def depart(self, app_id: str, channel: str, user_id: str, position: Position, ttl_ms: int) -> None:
+        reply = self._send("depart", app_id, channel, user_id, position.event_id, position.socket_id, ttl_ms)
+        reply.add_done_callback(_consume)
+
+    async def recover(
+        self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
+    ) -> Recovered:
+        known = "" if fallback is None else "\0".join((fallback.event_id, fallback.socket_id, str(fallback.age_ms)))
+        reply = _list(await self._run("recover", app_id, channel, user_id, window_ms, known, socket_id))
+        kind, last_id = _text(reply[0]), _text(reply[1])
+        if kind == "fresh":
+            return Recovered("fresh", last_id)
+        if kind == "gap":
+            return Recovered("gap", last_id, reason=_text(reply[2]))
+        if kind != "replay":
+            raise UnexpectedReply(f"recover.lua answered {kind!r}")
+        previous = Position(_text(reply[2]), _text(reply[3]))
+        events = []
+        for i in range(4, len(reply), 2):
+            try:
+                envelope = decode_envelope(reply[i + 1])
+            except (TypeError, ValueError, struct.error, UnicodeDecodeError):
+                raise UnexpectedReply(f"malformed history entry in channel {channel}") from None
+            events.append(KeptEvent(_text(reply[i]), envelope.frame, envelope.except_socket_id))
+        return Recovered("replay", last_id, previous=previous, events=tuple(events))
+
+
+def _consume(reply: asyncio.Future[Any]) -> None:
+    if not reply.cancelled():
+        reply.exception()

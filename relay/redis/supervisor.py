@@ -268,6 +268,7 @@ class Supervisor:
         if self.session is None or self.session is not session:
             return
         self.session = None
+        self._publisher.unreachable()  # before anything published from now on is delivered here
         self.up.clear()
         self.down.set()
         self._session_error = error
@@ -280,6 +281,7 @@ class Supervisor:
             self._retired.append(self._owner)
             self._owner = None
         self.session = None
+        self._publisher.unreachable()
         self.up.clear()
         self.down.set()
         self._subscriptions.end()

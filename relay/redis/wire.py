@@ -2,6 +2,10 @@
 
 Header: version, kind, publisher token, four lengths; then app_id, channel, except_socket_id, user_id and
 the frame. The token sits at a fixed offset so a node skips its own messages without decoding them.
+
+An event of a recovering channel kept in Redis (lua/cluster/publish_kept.lua) comes as KEPT_VERSION, the
+length of its id, its id, then an envelope as above, whose token is NO_TOKEN when every node, the
+publisher included, is to deliver it (the publisher did not, because it had no id yet).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from relay.adapters.base import Envelope, EnvelopeKind
 WIRE_VERSION: Final = 1
 HEADER: Final = struct.Struct("!BB8sHHHH")
 TOKEN_SLICE: Final = slice(2, 10)
+KEPT_VERSION: Final = 2
+NO_TOKEN: Final = bytes(8)
 
 
 def encode_envelope(envelope: Envelope, token: bytes) -> bytes:
@@ -26,7 +32,17 @@ def encode_envelope(envelope: Envelope, token: bytes) -> bytes:
     return b"".join((head, app, channel, skip, user))
 
 
-def decode_envelope(payload: bytes) -> Envelope:
+def with_token(payload: bytes, token: bytes) -> bytes:
+    return payload[: TOKEN_SLICE.start] + token + payload[TOKEN_SLICE.stop :]
+
+
+def split_kept(payload: bytes) -> tuple[str, bytes]:
+    """(event id, envelope payload) of a KEPT_VERSION message."""
+    end = 2 + payload[1]
+    return payload[2:end].decode(), payload[end:]
+
+
+def decode_envelope(payload: bytes, event_id: str = "") -> Envelope:
     """ValueError, struct.error or UnicodeDecodeError for a malformed payload."""
     version, kind, _, app_len, channel_len, skip_len, user_len = HEADER.unpack_from(payload)
     if version != WIRE_VERSION:
@@ -40,4 +56,4 @@ def decode_envelope(payload: bytes) -> Envelope:
     pos += skip_len
     user = payload[pos : pos + user_len].decode()
     pos += user_len
-    return Envelope(EnvelopeKind(kind), app, channel, payload[pos:], skip, user)
+    return Envelope(EnvelopeKind(kind), app, channel, payload[pos:], skip, user, event_id=event_id)

@@ -226,7 +226,6 @@ async def test_with_redis_a_reconnect_to_the_same_node_recovers_events_published
     assert_every_event_in_order(received, 80)
 
 
-@pytest.mark.xfail(strict=True, reason="recovery is per node for now (docs/recovery.md, 'Several nodes')")
 async def test_with_redis_a_reconnect_to_another_node_recovers_too(
     relay_factory: RelayFactory, clients: Clients, proxy: CuttingProxy, redis_process: RedisProcess
 ) -> None:

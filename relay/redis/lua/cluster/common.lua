@@ -18,6 +18,13 @@
 --   P:app:<app>:ch:<channel>:order     ZSET   user_id scored by join sequence (member order)
 --   P:app:<app>:ch:<channel>:gone      HASH   user_id -> 1: members whose removal a sweep announced (kept
 --                                             GONE_TTL_MS, so their return is announced as a new join)
+--   P:app:<app>:ch:<channel>:history   STREAM a recovering channel's recent events (docs/recovery.md), ids
+--                                             "<epoch>-<seq>": epoch the ms time the stream was created, seq
+--                                             1, 2, 3... with no holes; MAXLEN ~ and PEXPIRE bound it
+--   P:app:<app>:ch:<channel>:left:<user>  STRING where that user's last connection on the channel stood when it
+--                                             ended: "<event id>\0<socket_id>\0<ms time>" (PX = gap memory)
+--   P:app:<app>:ch:<channel>:at:<user>    HASH   socket_id -> "<event id>\0<owner>\0<ms time>": where each of that
+--                                             user's connections on the channel stands (its last answered ping)
 --   P:seq                              STRING join sequence counter
 --   P:app:<app>:cache:<channel>        STRING a cache channel's last event (PX = its TTL)
 -- Channel names never contain ':' or NUL (docs/protocol.md section 4), so keys and entries are unambiguous.
@@ -78,4 +85,35 @@ local function drop_subscription(p, app, channel, socket, owner)
     return 1
   end
   return 0
+end
+
+local function now_ms()
+  local now = redis.call("TIME")
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+-- A recovering channel's newest history id, "0-0" when it has none.
+local function last_history_id(key)
+  local last = redis.call("XREVRANGE", key, "+", "-", "COUNT", 1)[1]
+  return last and last[1] or "0-0"
+end
+
+-- The id the channel's next event gets: the next seq of the same epoch, or a new epoch at seq 1.
+local function next_history_id(key)
+  local last = last_history_id(key)
+  if last ~= "0-0" then
+    local epoch, seq = string.match(last, "^(%d+)-(%d+)$")
+    return epoch .. "-" .. string.format("%d", tonumber(seq) + 1)
+  end
+  return string.format("%d", now_ms()) .. "-1"
+end
+
+-- "<epoch>-<seq>" ids in history order ("0-0" first).
+local function id_before(a, b)
+  local a_epoch, a_seq = string.match(a, "^(%d+)-(%d+)$")
+  local b_epoch, b_seq = string.match(b, "^(%d+)-(%d+)$")
+  if tonumber(a_epoch) ~= tonumber(b_epoch) then
+    return tonumber(a_epoch) < tonumber(b_epoch)
+  end
+  return tonumber(a_seq) < tonumber(b_seq)
 end
