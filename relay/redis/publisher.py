@@ -173,10 +173,13 @@ class Publisher:
     async def _execute(link: PipelinedLink, sources: dict[str, str], commands: list[Command]) -> list[Any]:
         """`sources`: each script's source by its sha, for a Redis that has not loaded it."""
         replies = await link.execute(commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            # The link's Redis had not loaded the script yet (the session loads it on the state link only).
-            retry = [(b"EVAL", sources[str(command[1])], *command[2:]) for command in commands]
-            replies = await link.execute(retry)
+        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # The link's Redis had not loaded that script yet (the session loads them on the state link only).
+            # Only those calls again: the others ran (a pipeline may mix a loaded script with one that is not).
+            retry = [(b"EVAL", sources[str(commands[index][1])], *commands[index][2:]) for index in missing]
+            for index, reply in zip(missing, await link.execute(retry), strict=True):
+                replies[index] = reply
         return replies
 
     def _report(self, replies: list[Any]) -> None:
