@@ -227,7 +227,7 @@ class RedisAdapter:
         else:
             name = self._channel_name(envelope.app_id, envelope.channel)
         retention = envelope.retention
-        if retention is None or not self.shares_histories:
+        if retention is None:
             self._publisher.enqueue((name, encode_envelope(envelope, self._token) + envelope.frame))
         elif self._supervisor.session is not None and not self._subscriptions.awaits_confirmation(name):
             payload = encode_envelope(envelope, NO_TOKEN) + envelope.frame

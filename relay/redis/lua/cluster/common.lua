@@ -20,7 +20,9 @@
 --                                             GONE_TTL_MS, so their return is announced as a new join)
 --   P:app:<app>:ch:<channel>:history   STREAM a recovering channel's recent events (docs/recovery.md), ids
 --                                             "<epoch>-<seq>": epoch the ms time the stream was created, seq
---                                             1, 2, 3... with no holes; MAXLEN ~ and PEXPIRE bound it
+--                                             1, 2, 3... with no holes; MAXLEN ~ and PEXPIRE bound it. On a
+--                                             Redis Cluster "{<shard channel>}:history" instead, in the shard
+--                                             channel's slot (spublish_kept.lua, history_after.lua)
 --   P:app:<app>:ch:<channel>:left:<user>  STRING where that user's last connection on the channel stood when it
 --                                             ended: "<event id>\0<socket_id>\0<ms time>" (PX = gap memory)
 --   P:app:<app>:ch:<channel>:at:<user>    HASH   socket_id -> "<event id>\0<owner>\0<ms time>": where each of that

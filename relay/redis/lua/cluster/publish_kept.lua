@@ -5,9 +5,13 @@
 --   envelope), app_id, channel, events kept (approximately: MAXLEN ~), history ttl in milliseconds.
 -- Returns the number of events.
 local p = ARGV[1]
-local histories = {}
+local histories, keys = {}, {}
 for i = 2, #ARGV, 6 do
-  local key = channel_key(p, ARGV[i + 2], ARGV[i + 3], "history")
+  local key = keys[ARGV[i]] -- built once per channel in a burst
+  if not key then
+    key = channel_key(p, ARGV[i + 2], ARGV[i + 3], "history")
+    keys[ARGV[i]] = key
+  end
   local id = keep(histories, key, ARGV[i + 4], ARGV[i + 5], ARGV[i + 1])
   redis.call("PUBLISH", ARGV[i], kept_message(id, ARGV[i + 1]))
 end
