@@ -8,7 +8,8 @@ SSUBSCRIBE on the primary serving each channel's slot) and every state key carri
 call also recorded in this node's share (share.py), which answers while Redis is unreachable and is
 written back when it returns.
 HistoryStore: recovering channels' histories as Redis Streams, appended by the publish itself, and
-departures (docs/recovery.md, "Several nodes"); on one Redis only, not on a Redis Cluster.
+departures (docs/recovery.md, "Several nodes"); on a Redis Cluster each history sits in its shard
+channel's slot, and departures and positions with the state keys.
 The supervisor (supervisor.py) keeps the session to Redis open. Never touches sockets.
 """
 
@@ -35,7 +36,7 @@ from relay.redis.share import NodeShare
 from relay.redis.state import NodeEvicted, RedisClusterState
 from relay.redis.subscriptions import Subscriptions
 from relay.redis.supervisor import Supervisor
-from relay.redis.topology import is_cluster_url, key_prefix
+from relay.redis.topology import history_key, is_cluster_url, key_prefix
 from relay.redis.wire import KEPT_VERSION, NO_TOKEN, TOKEN_SLICE, decode_envelope, encode_envelope, split_kept
 
 logger = logging.getLogger(__name__)
@@ -82,11 +83,15 @@ class RedisAdapter:
         )
         self._listener: ClusterListener | None = None
         self._last_reply_error_log = 0.0
+        if self._sharded and ("{" in config.prefix or "}" in config.prefix):
+            # A brace would make Redis hash part of a shard channel's name, and its history key another slot.
+            raise ValueError("on a Redis Cluster the Redis prefix must not contain '{' or '}'")
         scripts = load_scripts("cluster")
+        # Flagged for a Redis Cluster (allow-cross-slot-keys), which Redis before 7 refuses: not loaded elsewhere.
+        shard_scripts = (load_scripts("sharded")["spublish"], scripts.pop("spublish_kept"))
         self._subscriptions = Subscriptions(self._control, self._current, self._on_message, self._lose)
-        shard_script = load_scripts("sharded")["spublish"]
         self._publisher = Publisher(
-            keys, scripts, shard_script, self._current, self._reply_error, self._deliver_here, self._token, queue_limit
+            keys, scripts, shard_scripts, self._current, self._reply_error, self._deliver_here, self._token, queue_limit
         )
         self._supervisor = Supervisor(
             config.url,
@@ -222,7 +227,7 @@ class RedisAdapter:
         else:
             name = self._channel_name(envelope.app_id, envelope.channel)
         retention = envelope.retention
-        if retention is None or not self.shares_histories:
+        if retention is None:
             self._publisher.enqueue((name, encode_envelope(envelope, self._token) + envelope.frame))
         elif self._supervisor.session is not None and not self._subscriptions.awaits_confirmation(name):
             payload = encode_envelope(envelope, NO_TOKEN) + envelope.frame
@@ -367,8 +372,7 @@ class RedisAdapter:
 
     @property
     def shares_histories(self) -> bool:
-        # A script touches one slot on a Redis Cluster; the history and the shard channel are in two.
-        return not self._sharded
+        return True  # on one Redis and on a Redis Cluster alike
 
     @property
     def keeps_history(self) -> bool:
@@ -390,9 +394,22 @@ class RedisAdapter:
         self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
     ) -> Recovered | None:
         self._write_back()
-        return await self._ask(
-            lambda c: c.recover(app_id, channel, user_id, socket_id, window_ms, fallback), lambda: None
-        )
+        session = self._supervisor.session
+        if session is None or session.slot_map is None:
+            return await self._ask(
+                lambda c: c.recover(app_id, channel, user_id, socket_id, window_ms, fallback), lambda: None
+            )
+        # A Redis Cluster: where the user left (state shard), then the history (the channel's shard). The
+        # connection's live events stay held back until both are answered, as on one Redis: the history's
+        # newest id is read with the events, on the shard that numbers and publishes them.
+        name = self._channel_name(app_id, channel)
+        link = session.histories[session.shard(name)]
+
+        async def recover(cluster: RedisClusterState) -> Recovered:
+            left = await cluster.left(app_id, channel, user_id, socket_id, fallback)
+            return await cluster.history_after(link, history_key(name), window_ms, left)
+
+        return await self._ask(recover, lambda: None)
 
     def _write(self, write: Callable[[RedisClusterState], None]) -> None:
         self._unwritten.append(write)

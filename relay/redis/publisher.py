@@ -4,7 +4,8 @@ What is queued goes out as calls of lua/cluster/publish.lua (PUBLISH_SCRIPT_BATC
 pipeline in flight at a time (on a Redis Cluster, lua/sharded/spublish.lua calls, one pipeline per
 primary), so the queue is what absorbs a slow Redis. While Redis is away the queue keeps filling and drops its oldest
 entries beyond the limit. Events of recovering channels go out, in their place in the queue, as calls of
-publish_kept.lua, which appends them to the channel's history (one Redis only, not a Redis Cluster).
+publish_kept.lua, which appends them to the channel's history (on a Redis Cluster spublish_kept.lua, on the
+primary serving the channel, whose history key shares the channel's slot).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from redis.exceptions import NoScriptError
 from relay.redis.link import Command, PipelinedLink, RedisReplyError, RedisUnavailable
 from relay.redis.scripts import LuaScript
 from relay.redis.session import Session
+from relay.redis.topology import history_key
 from relay.redis.wire import NO_TOKEN, TOKEN_SLICE, with_token
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ OUTBOX_BATCH: Final = 10_000  # envelopes per pipeline
 PUBLISH_SCRIPT_BATCH: Final = 500  # envelopes per script call, so one call never holds Redis long
 PLAIN: Final = 2  # arguments of a plain entry: pub/sub channel, payload
 KEPT: Final = 6  # of a kept one: pub/sub channel, payload, app_id, channel, events kept, ttl in ms
+SHARD_KEPT: Final = 5  # spublish_kept.lua's: shard channel, payload, history key, events kept, ttl in ms
 
 # (pub/sub channel, payload), or (pub/sub channel, payload, app_id, channel, events kept, ttl ms) for an
 # event of a recovering channel.
@@ -40,7 +43,7 @@ class Publisher:
         self,
         prefix: str,
         scripts: dict[str, LuaScript],
-        shard_script: LuaScript,
+        shard_scripts: tuple[LuaScript, LuaScript],
         current: Callable[[], Session | None],
         reply_error: Callable[[RedisReplyError], None],
         deliver_here: Callable[[bytes], None],
@@ -49,12 +52,15 @@ class Publisher:
     ) -> None:
         self._prefix = prefix
         self._scripts = {PLAIN: scripts["publish"], KEPT: scripts["publish_kept"]}
-        self._sources = {script.sha: script.source for script in scripts.values()}
+        # Their counterparts on a Redis Cluster (SPUBLISH), one pipeline per primary.
+        self._shard_scripts = {PLAIN: shard_scripts[0], SHARD_KEPT: shard_scripts[1]}
+        self._sources = {script.sha: script.source for script in (*scripts.values(), *shard_scripts)}
+        # Where a kept call's groups start and how long they are, by script: what _lost() must deliver here.
+        self._kept_groups = {self._scripts[KEPT].sha: KEPT, shard_scripts[1].sha: SHARD_KEPT}
         # A kept event that will not reach Redis soon: this node delivers it itself (id-less) and marks it
         # with its token, so the copy Redis publishes later is not delivered here again.
         self._deliver_here = deliver_here
         self._token = token
-        self._shard_script = shard_script  # its counterpart on a Redis Cluster (SPUBLISH), one call per primary
         self._current = current
         self._reply_error = reply_error
         self._queue_limit = queue_limit
@@ -105,10 +111,10 @@ class Publisher:
         """The pipeline in flight is lost with the link: its kept events are delivered here now (if Redis ran
         it before the link broke and the pub/sub link brought them already, they come twice)."""
         commands, self._in_flight = self._in_flight, []
-        kept_sha = self._scripts[KEPT].sha
         for command in commands:
-            if command[1] == kept_sha:
-                for start in range(4, len(command), KEPT):
+            size = self._kept_groups.get(str(command[1]))
+            if size is not None:
+                for start in range(4, len(command), size):
                     payload = command[start + 1]
                     if isinstance(payload, bytes) and payload[TOKEN_SLICE] == NO_TOKEN:
                         self._deliver_here(payload)
@@ -140,19 +146,22 @@ class Publisher:
             session.publish_idle.set()
 
     def _commands(self, count: int) -> list[Command]:
-        """The next `count` entries as script calls, in order: a run of plain or of kept entries per call."""
+        """The next `count` entries as script calls, in order."""
         outbox = self._outbox
+        return self._calls([outbox.popleft() for _ in range(count)], self._scripts)
+
+    def _calls(self, entries: list[Entry], scripts: dict[int, LuaScript]) -> list[Command]:
+        """`entries` as calls of `scripts` (by entry length), in order: a run of plain or of kept ones per call."""
         commands: list[Command] = []
         args: list[bytes | str | int] = []
         size = 0
         calls = 0
-        for _ in range(count):
-            entry = outbox.popleft()
+        for entry in entries:
             if len(entry) != size or calls == PUBLISH_SCRIPT_BATCH:
                 if args:
                     commands.append(tuple(args))
                 size = len(entry)
-                args = [b"EVALSHA", self._scripts[size].sha, 0, self._prefix]
+                args = [b"EVALSHA", scripts[size].sha, 0, self._prefix]
                 calls = 0
             args += entry
             calls += 1
@@ -164,10 +173,13 @@ class Publisher:
     async def _execute(link: PipelinedLink, sources: dict[str, str], commands: list[Command]) -> list[Any]:
         """`sources`: each script's source by its sha, for a Redis that has not loaded it."""
         replies = await link.execute(commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            # The link's Redis had not loaded the script yet (the session loads it on the state link only).
-            retry = [(b"EVAL", sources[str(command[1])], *command[2:]) for command in commands]
-            replies = await link.execute(retry)
+        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # The link's Redis had not loaded that script yet (the session loads them on the state link only).
+            # Only those calls again: the others ran (a pipeline may mix a loaded script with one that is not).
+            retry = [(b"EVAL", sources[str(commands[index][1])], *commands[index][2:]) for index in missing]
+            for index, reply in zip(missing, await link.execute(retry), strict=True):
+                replies[index] = reply
         return replies
 
     def _report(self, replies: list[Any]) -> None:
@@ -176,41 +188,45 @@ class Publisher:
                 self._reply_error(reply)
 
     async def _run_sharded(self, session: Session) -> None:
-        """On a Redis Cluster: lua/sharded/spublish.lua calls, pipelined to each primary for the envelopes
-        whose channels it serves, every primary's pipeline in flight side by side.
+        """On a Redis Cluster: lua/sharded/spublish.lua and lua/cluster/spublish_kept.lua calls, pipelined to
+        each primary for the envelopes whose channels it serves, every primary's pipeline in flight side by side.
 
         Order holds per channel (one channel, one primary, one pipeline at a time).
         """
         outbox = self._outbox
-        script = self._shard_script
-        sources = {script.sha: script.source}
+        scripts = self._shard_scripts
         while True:
             await session.publish_wake.wait()
             session.publish_wake.clear()
             while outbox:
                 count = min(len(outbox), OUTBOX_BATCH)
-                groups: dict[int, list[bytes]] = {}
+                groups: dict[int, list[Entry]] = {}
                 for _ in range(count):
-                    entry = outbox.popleft()  # always plain: the adapter keeps no history on a Redis Cluster
-                    channel, payload = entry[0], entry[1]
-                    assert isinstance(channel, bytes) and isinstance(payload, bytes)
-                    pairs = groups.get(shard := session.shard(channel))
-                    if pairs is None:
-                        pairs = groups[shard] = []
-                    pairs += (channel, payload)
-                sends = []
-                for index, pairs in groups.items():
-                    commands: list[Command] = [
-                        (b"EVALSHA", script.sha, 0, self._prefix, *pairs[start : start + 2 * PUBLISH_SCRIPT_BATCH])
-                        for start in range(0, len(pairs), 2 * PUBLISH_SCRIPT_BATCH)
-                    ]
-                    sends.append(self._execute(session.publishers[index], sources, commands))
+                    entry = outbox.popleft()
+                    channel = entry[0]
+                    assert isinstance(channel, bytes)
+                    if len(entry) == KEPT:  # app_id and channel give way to the history key in the channel's slot
+                        entry = (channel, entry[1], history_key(channel), entry[4], entry[5])
+                    entries = groups.get(shard := session.shard(channel))
+                    if entries is None:
+                        entries = groups[shard] = []
+                    entries.append(entry)
+                calls = {index: self._calls(entries, scripts) for index, entries in groups.items()}
+                self._in_flight = [command for commands in calls.values() for command in commands]
+                sends = [
+                    self._execute(session.publishers[index], self._sources, commands)
+                    for index, commands in calls.items()
+                ]
                 results = await asyncio.gather(*sends, return_exceptions=True)  # each ends before we go on
                 for replies in results:
+                    if isinstance(replies, RedisUnavailable):
+                        self._lost()
+                        return  # the link's on_lost ends the session
                     if isinstance(replies, BaseException):
-                        if isinstance(replies, RedisUnavailable):
-                            return  # the link's on_lost ends the session
                         raise replies
+                self._in_flight = []
+                for replies in results:
+                    assert isinstance(replies, list)
                     self._report(replies)
                 self.published += count
             self._dropping = False

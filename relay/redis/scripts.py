@@ -1,7 +1,8 @@
 """Lua scripts under relay/redis/lua/<group>/, loaded one way for every user of Redis.
 
 A group's `common.lua`, when it has one, is prepended to each of its scripts: one definition of the
-group's key layout. Scripts run by EVALSHA and fall back to EVAL when Redis lost its script cache.
+group's key layout. A script's `#!lua` line (its flags) stays its first line. Scripts run by EVALSHA and
+fall back to EVAL when Redis lost its script cache.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def load_scripts(group: str) -> dict[str, LuaScript]:
     for entry in sorted(folder.iterdir(), key=lambda entry: entry.name):
         if not entry.name.endswith(".lua") or entry.name == PRELUDE:
             continue
-        source = head + entry.read_text()
+        text = entry.read_text()
+        shebang = ""
+        if text.startswith("#!"):
+            shebang, _, text = text.partition("\n")
+            shebang += "\n"
+        source = shebang + head + text
         name = entry.name.removesuffix(".lua")
         scripts[name] = LuaScript(name, source, hashlib.sha1(source.encode()).hexdigest())
     return scripts

@@ -3,7 +3,8 @@
 On one Redis a session has one publish link and one pub/sub lane. On a Redis Cluster it has one of each
 per primary (sharded pub/sub: SPUBLISH and SSUBSCRIBE go to the primary serving the channel's slot), and
 `slot_map` routes a channel name to its primary's index; the cluster state link goes to the primary of
-the state keys' hash tag.
+the state keys' hash tag, and a history link per primary reads recovering channels' histories, which sit
+in their shard channels' slots (docs/recovery.md).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Session:
         self.publishers = links.publishers  # one per primary on a cluster, else one
         self.publisher = links.publishers[0]
         self.lanes = links.lanes  # same order as publishers
+        self.histories = links.histories  # same order too, on a cluster; else none (the state link reads them)
         self.slot_map = links.slot_map  # None on one Redis
         self.publish_wake = asyncio.Event()
         self.publish_idle = asyncio.Event()  # set while no PUBLISH is queued or in flight
@@ -87,7 +89,7 @@ class Session:
         await cancel_and_wait(self.tasks, self.cluster.link.timeout * 2)
         self.tasks.clear()
         await self.cluster.link.close()
-        for link in self.publishers:
+        for link in (*self.publishers, *self.histories):
             await link.close()
         for lane in self.lanes:
             await lane.close()
@@ -101,9 +103,14 @@ class Links:
     publishers: list[PipelinedLink]
     lanes: list[PubSubLane]
     slot_map: SlotMap | None
+    histories: list[PipelinedLink] = field(default_factory=list)
+
+    @property
+    def pipelined(self) -> tuple[PipelinedLink, ...]:
+        return (self.state, *self.publishers, *self.histories)
 
     async def close(self) -> None:
-        for link in (self.state, *self.publishers):
+        for link in self.pipelined:
             await link.close()
         for lane in self.lanes:
             await lane.close()
@@ -121,7 +128,7 @@ def anchor_channel(control: bytes, slot_map: SlotMap, shard: int) -> bytes:
 
 async def open_links(url: str, name: str, timeout: float, control: bytes, state_key: bytes) -> Links:
     """Open a session's links: on one Redis three connections; on a Redis Cluster the state link to the
-    primary serving `state_key`, and a publish link and a pub/sub lane to every primary.
+    primary serving `state_key`, and a publish link, a pub/sub lane and a history link to every primary.
 
     RedisUnavailable when any of them cannot be opened (what was opened is closed again)."""
     slot_map: SlotMap | None = None
@@ -142,6 +149,8 @@ async def open_links(url: str, name: str, timeout: float, control: bytes, state_
             sharded = slot_map is not None
             client, pubsub = await open_pubsub(primary, f"{name}-subscribe-{index}", timeout, anchor, sharded=sharded)
             links.lanes.append(PubSubLane(client, pubsub, sharded, anchor))
+            if sharded:
+                links.histories.append(await PipelinedLink.open(primary, f"{name}-history-{index}", timeout))
     except BaseException:
         await links.close()
         raise

@@ -294,24 +294,54 @@ class RedisClusterState:
     async def recover(
         self, app_id: str, channel: str, user_id: str, socket_id: str, window_ms: int, fallback: Position | None
     ) -> Recovered:
-        known = "" if fallback is None else "\0".join((fallback.event_id, fallback.socket_id, str(fallback.age_ms)))
-        reply = _list(await self._run("recover", app_id, channel, user_id, window_ms, known, socket_id))
-        kind, last_id = _text(reply[0]), _text(reply[1])
-        if kind == "fresh":
-            return Recovered("fresh", last_id)
-        if kind == "gap":
-            return Recovered("gap", last_id, reason=_text(reply[2]))
-        if kind != "replay":
-            raise UnexpectedReply(f"recover.lua answered {kind!r}")
-        previous = Position(_text(reply[2]), _text(reply[3]))
-        events = []
-        for i in range(4, len(reply), 2):
-            try:
-                envelope = decode_envelope(reply[i + 1])
-            except (TypeError, ValueError, struct.error, UnicodeDecodeError):
-                raise UnexpectedReply(f"malformed history entry in channel {channel}") from None
-            events.append(KeptEvent(_text(reply[i]), envelope.frame, envelope.except_socket_id))
-        return Recovered("replay", last_id, previous=previous, events=tuple(events))
+        """On one Redis: where the user left and what it missed, in one call."""
+        reply = await self._run("recover", app_id, channel, user_id, window_ms, _known(fallback), socket_id)
+        return _recovered(reply, channel)
+
+    async def left(
+        self, app_id: str, channel: str, user_id: str, socket_id: str, fallback: Position | None
+    ) -> list[Arg]:
+        """On a Redis Cluster, the first half of recover(): where the user left, [] for nobody to recover, else
+        [event id, socket_id, age ms] (for history_after)."""
+        reply = _list(await self._run("left", app_id, channel, user_id, _known(fallback), socket_id))
+        return [_text(field) for field in reply]
+
+    async def history_after(self, link: PipelinedLink, key: bytes, window_ms: int, left: list[Arg]) -> Recovered:
+        """On a Redis Cluster, the second half of recover(): what the user missed, read on `link`, the link to
+        the primary serving the history `key` (the channel's shard, maybe not the state link's)."""
+        script = self._scripts["history_after"]
+        args = (0, self.prefix, key, window_ms, *left)
+        try:
+            reply = await link.request(b"EVALSHA", script.sha, *args)
+        except NoScriptError:  # scripts are loaded on the state link's primary only
+            reply = await link.request(b"EVAL", script.source, *args)
+        return _recovered(reply, key.decode(errors="replace"))
+
+
+def _known(fallback: Position | None) -> str:
+    """A position the node knows, as recover.lua and left.lua take it."""
+    return "" if fallback is None else "\0".join((fallback.event_id, fallback.socket_id, str(fallback.age_ms)))
+
+
+def _recovered(reply: object, channel: str) -> Recovered:
+    """recover.lua's or history_after.lua's answer (missed() in common.lua)."""
+    reply = _list(reply)
+    kind, last_id = _text(reply[0]), _text(reply[1])
+    if kind == "fresh":
+        return Recovered("fresh", last_id)
+    if kind == "gap":
+        return Recovered("gap", last_id, reason=_text(reply[2]))
+    if kind != "replay":
+        raise UnexpectedReply(f"recovery answered {kind!r}")
+    previous = Position(_text(reply[2]), _text(reply[3]))
+    events = []
+    for i in range(4, len(reply), 2):
+        try:
+            envelope = decode_envelope(reply[i + 1])
+        except (TypeError, ValueError, struct.error, UnicodeDecodeError):
+            raise UnexpectedReply(f"malformed history entry in channel {channel}") from None
+        events.append(KeptEvent(_text(reply[i]), envelope.frame, envelope.except_socket_id))
+    return Recovered("replay", last_id, previous=previous, events=tuple(events))
 
 
 def _consume(reply: asyncio.Future[Any]) -> None:

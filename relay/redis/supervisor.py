@@ -161,7 +161,7 @@ class Supervisor:
         cluster = RedisClusterState(links.state, self._prefix, f"{self.node_id}.{self._incarnation}", self._scripts)
         session = Session(cluster, links)
         self._live = session  # closed by _end_session or stop(), whatever happens next
-        for link in (links.state, *links.publishers):
+        for link in links.pipelined:
             link.on_lost = self._on_link_lost
 
         # From the snapshot to `self.session = session` nothing yields: calls made before it are in

@@ -43,6 +43,16 @@ def key_prefix(url: str, prefix: str) -> str:
     return "{" + prefix + "}" if is_cluster_url(url) else prefix
 
 
+def history_key(channel_name: bytes) -> bytes:
+    """On a Redis Cluster, the history stream key of a recovering channel: in its shard channel's slot, so one
+    script on that shard appends and SPUBLISHes (docs/recovery.md). The shard channel's name itself stays as
+    on one Redis; the key's hash tag is that name, unless the name carries a hash tag of its own already."""
+    start = channel_name.find(b"{")
+    if start >= 0 and channel_name.find(b"}", start + 1) > start + 1:  # Redis hashes what is between: so the key
+        return channel_name + b":history"
+    return b"{" + channel_name + b"}:history"
+
+
 def _split(url: str) -> tuple[str, list[tuple[str, int]]]:
     """(user info with its '@' or "", [(host, port)]) of a cluster URL; ValueError when malformed."""
     rest = url[len(CLUSTER_SCHEME) + 3 :].split("/", 1)[0].split("?", 1)[0]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from relay.adapters.base import Envelope, EnvelopeKind, Position, Retention
@@ -311,8 +312,11 @@ def has_five(node: TestNode) -> Callable[[], bool]:
     return lambda: len(node.listener.frames("history")) == len(node.listener.frames("other")) == 5
 
 
-async def test_kept_events_get_one_id_on_every_node_in_publish_order(make_redis_node: NodeFactory) -> None:
-    a, b = await make_redis_node("a"), await make_redis_node("b")
+@pytest.mark.parametrize("adapter_kind", ["redis", "redis-cluster"], indirect=True)
+async def test_kept_events_get_one_id_on_every_node_in_publish_order(make_node: NodeFactory) -> None:
+    """On a Redis Cluster too: each history sits in its shard channel's slot (the two channels may be served by
+    two primaries, and the publishing node's batch is split between them)."""
+    a, b = await make_node("a"), await make_node("b")
     for node, socket_id in ((a, "a1"), (b, "b1")):
         await node.subscribe("history", socket_id)
         await node.subscribe("other", socket_id)
@@ -328,6 +332,26 @@ async def test_kept_events_get_one_id_on_every_node_in_publish_order(make_redis_
     for channel in ("history", "other"):
         epoch = ids(a, channel)[0].split("-")[0]
         assert ids(a, channel) == ids(b, channel) == [f"{epoch}-{seq}" for seq in range(1, 6)]
+
+
+@pytest.mark.parametrize("adapter_kind", ["redis", "redis-cluster"], indirect=True)
+async def test_a_pipeline_mixing_a_loaded_script_with_one_not_loaded_yet_publishes_each_event_once(
+    make_node: NodeFactory,
+) -> None:
+    """On a Redis Cluster the publish scripts are loaded on a primary by its first EVAL: a pipeline may carry a
+    call of a loaded script (plain events) and one of a script that is not (kept ones); only the latter is
+    sent again."""
+    a, b = await make_node("a"), await make_node("b")
+    await b.subscribe("mixed", "b1")
+    await b.settle()
+    a.adapter.publish(event("mixed", 0))  # plain: loads the plain script on the channel's primary
+    await b.listener.wait_for(lambda: len(b.listener.frames("mixed")) == 1, "the first event")
+    a.adapter.publish(event("mixed", 1))  # one loop iteration: one pipeline of two script calls
+    a.adapter.publish(kept("mixed", 2))
+    await b.listener.wait_for(lambda: len(b.listener.frames("mixed")) >= 3, "three events")
+    a.adapter.publish(event("mixed", 3))  # a marker: anything sent twice before it shows
+    await b.listener.wait_for(lambda: len(b.listener.frames("mixed")) >= 4, "four events")
+    assert b.listener.frames("mixed") == [event("mixed", n).frame for n in range(4)]
 
 
 async def test_kept_events_during_an_outage_are_delivered_at_once_and_numbered_when_redis_is_back(

@@ -18,6 +18,7 @@ from tests.support.fixtures import RelayFactory
 from tests.support.metrics import scrape_samples, total
 from tests.support.proxy import CuttingProxy
 from tests.support.redis import RedisProcess
+from tests.support.redis_cluster import RedisClusterProcesses
 
 pytestmark = [pytest.mark.auth_features, pytest.mark.timeout(scaled(90))]
 
@@ -198,8 +199,8 @@ async def test_history_stays_within_its_bounds_and_a_longer_gap_is_told(
 async def through_a_drop_between_two_nodes(
     relay_factory: RelayFactory, clients: Clients, proxy: CuttingProxy, redis_url: str, back_to: str
 ) -> list[dict[str, Any]]:
-    """Two nodes on one Redis; the page is on node A, 80 events are published on node B at RATE, and the
-    page's network drops for a second after the 20th; it reconnects to node `back_to` ("a" or "b").
+    """Two nodes on one Redis (or Redis Cluster); the page is on node A, 80 events are published on node B at
+    RATE, and the page's network drops for a second after the 20th; it reconnects to node `back_to` ("a" or "b").
     Returns the events the page heard, numbered from 0."""
     config = {**app_config(recovery=True, **FAST_KEEPALIVE), "redis_url": redis_url}
     node_a = relay_factory(config)
@@ -227,9 +228,13 @@ async def test_with_redis_a_reconnect_to_the_same_node_recovers_events_published
 
 
 async def test_with_redis_a_reconnect_to_another_node_recovers_too(
-    relay_factory: RelayFactory, clients: Clients, proxy: CuttingProxy, redis_process: RedisProcess
+    relay_factory: RelayFactory,
+    clients: Clients,
+    proxy: CuttingProxy,
+    redis_backend: RedisProcess | RedisClusterProcesses,
 ) -> None:
-    received = await through_a_drop_between_two_nodes(relay_factory, clients, proxy, redis_process.url, "b")
+    """On one Redis and on a Redis Cluster."""
+    received = await through_a_drop_between_two_nodes(relay_factory, clients, proxy, redis_backend.url, "b")
     assert_every_event_in_order(received, 80)
 
 

@@ -168,6 +168,7 @@ class ClusterFactory(Protocol):
         app: Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
         extra_args: Sequence[str] = (),
+        redis_cluster: bool = False,
     ) -> Cluster: ...
 
 
@@ -245,7 +246,8 @@ def stop_processes(redis: RedisBackend, relays: Sequence[RelayProcess]) -> None:
 
 @pytest.fixture
 async def cluster_factory(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
-    """Starts clusters (each its own redis-server); all processes are stopped at teardown."""
+    """Starts clusters (each its own redis-server, or with `redis_cluster` its own three-primary Redis Cluster);
+    all processes are stopped at teardown."""
     started: list[tuple[Cluster, RedisBackend, list[RelayProcess]]] = []
     async with aiohttp.ClientSession() as http:
 
@@ -255,9 +257,12 @@ async def cluster_factory(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
             app: Mapping[str, Any] | None = None,
             config: Mapping[str, Any] | None = None,
             extra_args: Sequence[str] = (),
+            redis_cluster: bool = False,
         ) -> Cluster:
             workdir = tmp_path / f"cluster-{len(started)}"
-            redis, relays, merged_app, prefix = start_processes(workdir, nodes, node_timeout, app, config, extra_args)
+            redis, relays, merged_app, prefix = start_processes(
+                workdir, nodes, node_timeout, app, config, extra_args, redis_cluster
+            )
             cluster = Cluster(
                 redis=redis,
                 nodes=[ClusterNode(index, relay) for index, relay in enumerate(relays)],

@@ -1,11 +1,14 @@
-"""The redis+cluster:// URL and the state keys' hash tag (relay/redis/topology.py)."""
+"""The redis+cluster:// URL, the state keys' hash tag and the history keys' (relay/redis/topology.py)."""
 
 from __future__ import annotations
 
 import pytest
+from redis.crc import key_slot
 
+from relay.config import RedisConfig
+from relay.redis.adapter import RedisAdapter
 from relay.redis.link import check_url, describe
-from relay.redis.topology import is_cluster_url, key_prefix, seed_urls
+from relay.redis.topology import history_key, is_cluster_url, key_prefix, seed_urls
 
 CLUSTER = "redis+cluster://alice:s3cret@10.0.0.1:7000,10.0.0.2:7001,redis-c"
 
@@ -32,3 +35,14 @@ def test_state_keys_share_one_hash_tag_on_a_cluster_only() -> None:
 def test_a_seed_without_a_host_is_refused() -> None:
     with pytest.raises(ValueError):
         check_url("redis+cluster://10.0.0.1:7000,:7001")
+
+
+@pytest.mark.parametrize("name", [b"relay:ev:1001:presence-room.7", b"{relay}:ev:1001:private-a", b"a{b}c:ev:1:x"])
+def test_a_history_key_shares_its_shard_channel_slot(name: bytes) -> None:
+    assert key_slot(history_key(name)) == key_slot(name)
+    assert history_key(name) != name
+
+
+def test_a_cluster_prefix_with_a_brace_is_refused() -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        RedisAdapter(RedisConfig(url=CLUSTER, prefix="re{lay"))
