@@ -6,6 +6,7 @@ is written back, each presence channel with local subscribers is compared with t
 members the clients do not know are announced at once; members they know and the cluster lacks are
 announced as removed only if the cluster still lacks them node_timeout later, the time every live node
 has to write its own members back (a node not back by then is presumed dead, as with a missed heartbeat).
+That second pass always runs, and announces again members whose removal arrived late.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ class PresenceHealer:
             # Subscribed first: a change published after the list is read then reaches this node.
             await self._subscribed()
             missing = await self._heal({})
-            if missing:
-                await asyncio.sleep(self._grace)
-                await self._heal(missing)
+            # A second pass even when nothing was missing: a member_removed published by a node that swept
+            # this node's old entries before it wrote them back can arrive after the first pass, and only a
+            # later comparison announces that member again.
+            await asyncio.sleep(self._grace)
+            await self._heal(missing)
         except asyncio.CancelledError:
             raise
         except Exception as error:
