@@ -88,6 +88,7 @@ class Node:
         self._verifiers: dict[str, AppVerifier] = {}
         self._settings: dict[str, SessionSettings] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.accepting = True
         self.draining = False  # closing connections before a stop
         # While draining: seconds a closed connection's presence memberships are kept before they leave,
@@ -251,9 +252,12 @@ class Node:
         executing = self._execute(connection, actions)
         return run_now(executing) if self.synchronous else executing
 
-    @staticmethod
-    def _loop_time() -> float:
-        return asyncio.get_running_loop().time()
+    def _loop_time(self) -> float:
+        # The loop is kept: asyncio.get_running_loop() makes a getpid system call each time (Python 3.11).
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     async def disconnect(self, connection: Connection) -> None:
         """Undo everything the connection held: subscriptions, presence, sign-in, quota."""
