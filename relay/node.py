@@ -61,6 +61,8 @@ from relay.signing import AppVerifier
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_CODE = errors.RECONNECT_IMMEDIATELY  # like soketi: clients reconnect, to another node
+# The actions that need cluster state (a tuple: `Join | Leave` would build a union type on every frame).
+_CLUSTER_ACTIONS = (Join, Leave)
 
 
 class Node:
@@ -246,7 +248,7 @@ class Node:
         actions = connection.session.receive(raw, self._loop_time())
         if not actions:
             return None
-        if not any(isinstance(action, Join | Leave) for action in actions):
+        if not any(isinstance(action, _CLUSTER_ACTIONS) for action in actions):
             self._execute_now(connection, actions)
             return None
         executing = self._execute(connection, actions)
