@@ -103,6 +103,11 @@ class ConnectionAdmission:
         self._per_address: dict[str, TokenBucket] = {}
         self.trusted = parse_networks(trusted_proxies)
 
+    @property
+    def per_address(self) -> bool:
+        """Whether admit() reads the peer's address (a per-address rate is set)."""
+        return self._rate_per_address > 0
+
     def admit(self, peer: str, forwarded_for: str | None) -> str | None:
         """None to accept; else the refusal reason ("rate_limited_ip" or "rate_limited_node")."""
         now = self._clock()

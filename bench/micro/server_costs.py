@@ -67,14 +67,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_relay(port: int, workdir: Path, profile: str, extra: list[str]) -> subprocess.Popen[bytes]:
+def start_relay(port: int, workdir: Path, profile: str, extra: list[str], core: str = "") -> subprocess.Popen[bytes]:
     config = workdir / "relay.toml"
     config.write_text(
         f'host = "127.0.0.1"\nport = {port}\n\n[[apps]]\nid = "{APP_ID}"\nkey = "{KEY}"\nsecret = "{SECRET}"\n'
         "max_connections = 100000\nactivity_timeout = 120\n"
     )
     runner = ["-m", "cProfile", "-o", profile] if profile else []
-    cmd = [sys.executable, *runner, "-m", "relay", "serve", "--config", str(config), *extra]
+    module = os.environ.get("COSTS_SERVER_MODULE", "relay")  # another server with relay's CLI, to compare
+    cmd = [sys.executable, *runner, "-m", module, "serve", "--config", str(config), *extra]
+    if core:
+        cmd = ["taskset", "-c", core, *cmd]
     log = open(workdir / "relay.log", "wb")  # lives as long as the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
@@ -133,7 +136,8 @@ async def phase_connects(port: int, pid: int, count: int, in_flight: int) -> lis
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(count)))
     elapsed = time.perf_counter() - started
-    print(f"connect+subscribe: {count} in {elapsed:.2f}s, {per_operation(pid, before, count)}")
+    cost = per_operation(pid, before, count)
+    print(f"connect+subscribe: {count} in {elapsed:.2f}s ({count / elapsed:.0f}/s), {cost}")
     return writers
 
 
@@ -269,10 +273,14 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=50)
     parser.add_argument("--profile", default="", help="write the server's cProfile stats here")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `relay serve` argument")
+    parser.add_argument("--server-core", default="", help="pin the server to this core (as bench/run does)")
+    parser.add_argument("--generator-core", type=int, default=-1, help="pin this process to this core")
     args = parser.parse_args()
+    if args.generator_core >= 0:
+        os.sched_setaffinity(0, {args.generator_core})
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_relay(port, Path(tmp), args.profile, ["--port", str(port), *args.server_arg])
+        proc = start_relay(port, Path(tmp), args.profile, ["--port", str(port), *args.server_arg], args.server_core)
         try:
             if args.connects:
                 writers = await phase_connects(port, proc.pid, args.connects, args.in_flight)

@@ -38,18 +38,22 @@ class ChannelType:
         return self.kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE)
 
 
+# One immutable ChannelType per (kind, is_cache): channel_type() runs on every subscribe and publish.
+_TYPES: Final = {(kind, cache): ChannelType(kind, cache) for kind in ChannelKind for cache in (False, True)}
+
+
 def channel_type(channel: str) -> ChannelType:
     """Exact prefixes at position 0, longest first (unlike soketi's unanchored regexes)."""
     is_cache = channel.startswith(_CACHE_PREFIXES)
     if channel.startswith("private-encrypted-"):
-        return ChannelType(ChannelKind.ENCRYPTED, is_cache)
+        return _TYPES[ChannelKind.ENCRYPTED, is_cache]
     if channel.startswith("private-"):
-        return ChannelType(ChannelKind.PRIVATE, is_cache)
+        return _TYPES[ChannelKind.PRIVATE, is_cache]
     if channel.startswith("presence-"):
-        return ChannelType(ChannelKind.PRESENCE, is_cache)
+        return _TYPES[ChannelKind.PRESENCE, is_cache]
     if channel.startswith(SERVER_TO_USER_PREFIX):
-        return ChannelType(ChannelKind.SERVER_TO_USER, False)
-    return ChannelType(ChannelKind.PUBLIC, is_cache)
+        return _TYPES[ChannelKind.SERVER_TO_USER, False]
+    return _TYPES[ChannelKind.PUBLIC, is_cache]
 
 
 def is_presence(channel: str) -> bool:

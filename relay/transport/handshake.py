@@ -46,7 +46,7 @@ HEAD_TOO_LARGE: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us more, on every connect
 class UpgradeRequest:
     """A valid WebSocket upgrade to `{path}/app/{key}`."""
 
@@ -102,7 +102,8 @@ def parse_upgrade(head: bytes, app_path: str) -> UpgradeRequest | None:
             headers[name] = value
     if headers.get(b"upgrade", b"").lower() != b"websocket":
         return None
-    if b"upgrade" not in (token.strip().lower() for token in headers.get(b"connection", b"").split(b",")):
+    connection = headers.get(b"connection", b"").lower()
+    if connection != b"upgrade" and b"upgrade" not in [token.strip() for token in connection.split(b",")]:
         return None
     if headers.get(b"sec-websocket-version") != b"13":
         return None

@@ -40,7 +40,7 @@ HEAD_TIMEOUT: Final = 30.0
 class LeanListener:
     """The protocol factory of the listening socket(s): one object per server, not per connection."""
 
-    __slots__ = ("app_path", "app_prefix", "fast", "hand_over", "node", "tasks", "websocket")
+    __slots__ = ("_head_timer", "app_path", "app_prefix", "fast", "hand_over", "heads", "node", "tasks", "websocket")
 
     def __init__(
         self,
@@ -59,9 +59,33 @@ class LeanListener:
         self.hand_over = hand_over
         # With `api`, signed publishes are answered by the fast path instead of aiohttp.
         self.fast = None if api is None else FastPath(api, node, path, max_request_size, self.tasks, hand_over)
+        # Sockets still sending their request head, oldest first, with the loop time each was accepted:
+        # one timer for all of them instead of a call_later per connection (the head timeout).
+        self.heads: dict[HeadReader, float] = {}
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def __call__(self) -> HeadReader:
         return HeadReader(self)
+
+    def head_started(self, reader: HeadReader) -> None:
+        loop = self.tasks.loop
+        self.heads[reader] = loop.time()
+        if self._head_timer is None:
+            self._head_timer = loop.call_later(HEAD_TIMEOUT, self._expire_heads)
+
+    def _expire_heads(self) -> None:
+        """Drop the sockets whose head has taken HEAD_TIMEOUT; wake again when the oldest left is due."""
+        self._head_timer = None
+        heads = self.heads
+        loop = self.tasks.loop
+        oldest_allowed = loop.time() - HEAD_TIMEOUT
+        while heads:
+            reader, accepted = next(iter(heads.items()))
+            if accepted > oldest_allowed:
+                self._head_timer = loop.call_at(accepted + HEAD_TIMEOUT, self._expire_heads)
+                return
+            del heads[reader]
+            reader.expire()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every connection is gone and cleaned up (shutdown, after close_connections).
@@ -87,29 +111,31 @@ class LeanListener:
 class HeadReader(asyncio.Protocol):
     """Reads one request head, then hands the socket to a LeanConnection, the fast path or aiohttp."""
 
-    __slots__ = ("_buffer", "_listener", "_timer", "_transport")
+    __slots__ = ("_buffer", "_listener", "_transport")
 
     def __init__(self, listener: LeanListener) -> None:
         self._listener = listener
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._transport = cast(asyncio.Transport, transport)
-        self._timer = self._listener.tasks.loop.call_later(HEAD_TIMEOUT, self._transport.abort)
+        self._listener.head_started(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
+        self._forget_head()
 
     def eof_received(self) -> bool | None:
         return None  # close: a request head cut short gets no answer
 
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def expire(self) -> None:
+        """No complete request head within HEAD_TIMEOUT (slowloris): drop the socket."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _forget_head(self) -> None:
+        self._listener.heads.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -148,7 +174,7 @@ class HeadReader(asyncio.Protocol):
         if upgrade is None:
             self._hand_over(transport, buffer)
             return
-        self._stop_timer()
+        self._forget_head()
         self._buffer = b""
         node = listener.node
         app = node.apps.by_key(upgrade.key)
@@ -163,7 +189,10 @@ class HeadReader(asyncio.Protocol):
             count_refusal(node.metrics, app, refused[0])
             _refuse(transport, accepted, *refused)
             return
-        limited = node.admission.admit(peer_address(transport), upgrade.forwarded_for)
+        admission = node.admission
+        # getpeername is a system call: made only when a per-address limit will read its answer.
+        peer = peer_address(transport) if admission.per_address else ""
+        limited = admission.admit(peer, upgrade.forwarded_for)
         if limited is not None:
             count_rate_limited(node.metrics, app, limited)
             _refuse(transport, accepted, errors.OVER_CAPACITY, RATE_LIMITED_MESSAGE)
@@ -179,20 +208,20 @@ class HeadReader(asyncio.Protocol):
 
     def _hand_over(self, transport: asyncio.Transport, buffer: bytes) -> None:
         """From now on the socket is aiohttp's, as if its own server had accepted it."""
-        self._stop_timer()
+        self._forget_head()
         self._buffer = b""
         self._listener.hand_over(transport, buffer)
 
     def _to_fast_path(self, transport: asyncio.Transport, buffer: bytes, fast: FastPath) -> None:
         """A signed publish, most likely: FastHttp reads it (and hands over to aiohttp if it is not)."""
-        self._stop_timer()
+        self._forget_head()
         self._buffer = b""
         protocol = FastHttp(fast, transport)
         transport.set_protocol(protocol)
         protocol.data_received(buffer)
 
     def _too_large(self, transport: asyncio.Transport) -> None:
-        self._stop_timer()
+        self._forget_head()
         self._buffer = b""
         transport.write(HEAD_TOO_LARGE)
         transport.close()
