@@ -53,6 +53,9 @@ static char path[128];
 static EVP_MD_CTX *hmac_inner, *hmac_outer, *scratch;
 static int ep;
 static long long sent, ok, failed, connects, max_requests;
+/* Connections being opened to send a request: counted against max_requests so that no connection is
+   opened for a request another connection sends first (connects per request stays exact). */
+static long long reserved;
 static double deadline;
 static int64_t *lat;
 static size_t lat_len, lat_cap;
@@ -143,7 +146,7 @@ static void send_request(struct conn *c) {
 
 static void open_conn(struct conn *c) {
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (c->fd < 0) { note_error(strerror(errno)); c->state = DEAD; return; }
+    if (c->fd < 0) { note_error(strerror(errno)); c->state = DEAD; reserved--; return; }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     connects++;
@@ -154,6 +157,7 @@ static void open_conn(struct conn *c) {
     if (connect(c->fd, (struct sockaddr *)&server, sizeof server) < 0 && errno != EINPROGRESS) {
         note_error(strerror(errno));
         c->state = DEAD;
+        reserved--;
     }
 }
 
@@ -163,7 +167,7 @@ static void close_conn(struct conn *c) {
 }
 
 static int more_to_send(void) {
-    return sent < max_requests && (double)now_us() / 1e6 < deadline;
+    return sent + reserved < max_requests && (double)now_us() / 1e6 < deadline;
 }
 
 /* Next request on this connection, or a new connection first when the old one is gone. */
@@ -171,6 +175,7 @@ static void next(struct conn *c, int reconnect) {
     if (reconnect) {
         close_conn(c);
         if (!more_to_send()) { c->state = DEAD; return; }
+        reserved++;
         open_conn(c);
         return;
     }
@@ -203,6 +208,7 @@ static int parse_response(struct conn *c, int *status, int *server_closes, int *
 
 static void on_event(struct conn *c, uint32_t events) {
     if (c->state == CONNECTING) {
+        reserved--;
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -214,7 +220,7 @@ static void on_event(struct conn *c, uint32_t events) {
         }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-        next(c, 0); /* the other connections may have sent the last request meanwhile */
+        send_request(c); /* its request was reserved when the connection was opened */
         return;
     }
     if (c->state != WAITING) return;
@@ -288,7 +294,10 @@ int main(int argc, char **argv) {
     struct conn *conns = calloc((size_t)nconn, sizeof *conns);
     int64_t t0 = now_us();
     deadline = (double)t0 / 1e6 + atof(argv[9]);
-    for (int i = 0; i < nconn; i++) open_conn(&conns[i]);
+    for (int i = 0; i < nconn; i++) {
+        if (more_to_send()) { reserved++; open_conn(&conns[i]); }
+        else conns[i].state = DEAD;
+    }
     struct epoll_event evs[256];
     for (;;) {
         int live = 0;
