@@ -10,11 +10,18 @@ Order per subscriber is kept: a channel's later events wait in its queue behind 
 it was published, as an unsliced fan-out would: one that leaves meanwhile gets none of the rest (looked
 up in the live registry mapping), one that joins meanwhile does not get it (it may have been sent the
 event already, as a cache channel's last event).
+
+Events that queued up while a fan-out ran, and went to the same subscribers (the usual case at a high
+event rate), go out together in the next pass: each slice writes all of them to its subscribers, so the
+outbox still sends one write per connection per loop iteration. Without that, slicing cost a 1,000
+subscriber channel 95 % of its top delivery rate (bench fanout-max: 2.6M msg/s before slicing, 125k
+with slices of one event each): one write per frame instead of one per connection and iteration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -66,29 +73,56 @@ class SlicedFanout:
             queue.append(event)  # after the running fan-out's last slice
             return
         self._queues[channel] = deque((event,))
-        self._slice(channel, event, 0)
+        self._slice(channel, self._next_pass(channel), 0)
 
     def in_progress(self) -> int:
         """Channels with a sliced fan-out running (for tests and gauges)."""
         return len(self._queues)
 
-    def _slice(self, channel: Channel, event: _Event, start: int) -> None:
-        end = start + self.slice_size
-        wire, skip, live = event.wire, event.skip, event.live
-        for socket_id in event.targets[start:end]:
-            connection = live.get(socket_id)  # None: it left since the publish
-            if connection is not None and socket_id != skip:
-                connection.send_wire(wire)
-        loop = asyncio.get_running_loop()
-        if end < len(event.targets):
-            # call_soon runs after the outbox flush this slice scheduled, one loop iteration later.
-            loop.call_soon(self._slice, channel, event, end)
-            return
-        if event.accepted_at:
-            loop.call_soon(self._written, event.accepted_at)
+    def _next_pass(self, channel: Channel) -> list[_Event]:
+        """The queue's first event and every one after it that goes to the same subscribers, in order."""
         queue = self._queues[channel]
-        queue.popleft()
+        first = queue[0]
+        batch = [first]
+        for event in itertools.islice(queue, 1, None):
+            # Equal lists of the same str objects: compared by identity in C, cheap next to the writes.
+            if event.live is not first.live or event.targets != first.targets:
+                break
+            batch.append(event)
+        return batch
+
+    def _slice(self, channel: Channel, batch: list[_Event], start: int) -> None:
+        end = start + self.slice_size
+        first = batch[0]
+        live = first.live
+        if len(batch) == 1:
+            wire, skip = first.wire, first.skip
+            for socket_id in first.targets[start:end]:
+                connection = live.get(socket_id)  # None: it left since the publish
+                if connection is not None and socket_id != skip:
+                    connection.send_wire(wire)
+        else:
+            for socket_id in first.targets[start:end]:
+                connection = live.get(socket_id)
+                if connection is not None:
+                    for event in batch:
+                        if socket_id != event.skip:
+                            connection.send_wire(event.wire)
+        loop = asyncio.get_running_loop()
+        if end < len(first.targets):
+            # call_soon runs after the outbox flush this slice scheduled, one loop iteration later.
+            loop.call_soon(self._slice, channel, batch, end)
+            return
+        queue = self._queues[channel]
+        for event in batch:
+            if event.accepted_at:
+                loop.call_soon(self._written, event.accepted_at)
+            queue.popleft()
         if queue:
-            loop.call_soon(self._slice, channel, queue[0], 0)
+            loop.call_soon(self._start_next, channel)
         else:
             del self._queues[channel]
+
+    def _start_next(self, channel: Channel) -> None:
+        # The batch is formed when the pass starts, so it takes every event queued until then.
+        self._slice(channel, self._next_pass(channel), 0)
