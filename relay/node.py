@@ -475,7 +475,7 @@ class Node:
             if frame.startswith(MEMBER_FRAME) and not self.presence.admits(envelope.app_id, envelope.channel, frame):
                 return  # a member change these clients heard already (announced again after an outage)
             wire = wsframe.text_frame(frame)
-            if recovery.holding:  # connections whose replay is being read get this after it
+            if recovery.holding or recovery.fences:  # replays being read, or just written
                 position = position_of(envelope.event_id) if envelope.event_id else 0
                 subscribers = recovery.hold(envelope, position, wire, subscribers)
             skip = envelope.except_socket_id

@@ -68,6 +68,11 @@ class Recovery:
         # (app_id, channel) -> socket_id -> its live frames (with their history positions) held back while
         # its replay is read from the cluster-wide history; empty on a single node, where it is immediate.
         self.holding: dict[tuple[str, str], dict[str, list[tuple[int, bytes]]]] = {}
+        # (app_id, channel) -> socket_id -> the newest position its replay included. A live event the history
+        # read already returned can reach this node after that read's answer (the pub/sub connection is not
+        # the one the history was read on); such late events are dropped for that connection, until the
+        # first newer one shows that the channel's (ordered) pub/sub stream is past the replay.
+        self.fences: dict[tuple[str, str], dict[str, int]] = {}
 
     def register_metrics(self, metrics: Metrics) -> None:
         metrics.add_gauge(
@@ -106,14 +111,34 @@ class Recovery:
         return None
 
     def hold(self, envelope: Envelope, position: int, wire: bytes, subscribers: dict[str, C]) -> dict[str, C]:
-        """The subscribers to write `wire` to now; the others (their replay is being read) get it after it."""
-        held = self.holding.get((envelope.app_id, envelope.channel))
+        """The subscribers to write `wire` to now; the others (their replay is being read) get it after it,
+        and those whose replay included it already do not get it again."""
+        key = (envelope.app_id, envelope.channel)
+        fenced = self.fences.get(key)
+        if fenced is not None:
+            subscribers = self._past_fences(key, fenced, position, subscribers)
+        held = self.holding.get(key)
         if not held or held.keys().isdisjoint(subscribers):
             return subscribers
         for socket_id, frames in held.items():
             if socket_id in subscribers and socket_id != envelope.except_socket_id:
                 frames.append((position, wire))
         return {socket_id: s for socket_id, s in subscribers.items() if socket_id not in held}
+
+    def _past_fences(
+        self, key: tuple[str, str], fenced: dict[str, int], position: int, subscribers: dict[str, C]
+    ) -> dict[str, C]:
+        if not position:
+            return subscribers  # not numbered (published while Redis was away): never in a replay
+        replayed = [socket_id for socket_id, last in fenced.items() if position <= last]
+        for socket_id, last in list(fenced.items()):
+            if position > last:
+                del fenced[socket_id]  # the stream is past its replay: nothing more to drop
+        if not fenced:
+            del self.fences[key]
+        if not replayed:
+            return subscribers
+        return {socket_id: s for socket_id, s in subscribers.items() if socket_id not in replayed}
 
     def record(self, envelope: Envelope) -> bytes:
         """The frame to fan out: with its event id when the channel keeps a history, else as it came."""

@@ -130,6 +130,9 @@ class StreamRecovery(Recovery):
             for position, wire in held:
                 if not position or position > last:  # the others were in the replay
                     connection.send_wire(wire)
+            if answer.events and not any(position >= last for position, _ in held):
+                # Replayed events may still be on their way here through pub/sub: drop them (hold()).
+                self.fences.setdefault((connection.app.id, channel), {})[connection.socket_id] = last
             return position_of(answer.previous.event_id)  # unconfirmed until this connection answers a ping
         if answer.kind == "gap":
             connection.send(gap_event(channel, answer.reason))
@@ -157,6 +160,11 @@ class StreamRecovery(Recovery):
     def _channel_left(self, connection: RecoveringConnection, channel: str) -> None:
         key = (connection.app.id, channel)
         self._release(*key, connection.socket_id)
+        fenced = self.fences.get(key)
+        if fenced is not None:
+            fenced.pop(connection.socket_id, None)
+            if not fenced:
+                del self.fences[key]
         tracked = self.positions.get(key)
         if tracked is not None:
             tracked.subscribers -= 1
