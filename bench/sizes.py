@@ -45,7 +45,7 @@ class Sizes:
     # Every join/leave is broadcast to every current member, churners included: 50 keeps the
     # generator's share of that work below the server's.
     churners: int = 50
-    churn_cycles: int = 40
+    churn_cycles: int = 400
     churn_timeout: float = 60.0
     # cross-node fan-out (Redis)
     cluster_subscribers: int = 1000

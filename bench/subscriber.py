@@ -35,7 +35,17 @@ _MARK_LEN = len(TS_MARK)
 class Stats:
     """Counters shared by every connection of a worker; reset between measurement windows."""
 
-    __slots__ = ("closed", "errors", "joins", "last_error", "latencies", "member_added", "member_removed", "received")
+    __slots__ = (
+        "closed",
+        "errors",
+        "joins",
+        "last_error",
+        "latencies",
+        "member_added",
+        "member_frames",
+        "member_removed",
+        "received",
+    )
 
     def __init__(self) -> None:
         self.reset()
@@ -49,6 +59,9 @@ class Stats:
         self.closed = 0
         self.member_added = 0
         self.member_removed = 0
+        # member_added/member_removed frames received by any connection, churners included: the
+        # fan-out work a presence churn really asks of the server.
+        self.member_frames = 0
         self.joins = 0
 
 
@@ -193,6 +206,7 @@ class PusherClient(asyncio.Protocol):
 
     def _on_control(self, payload: bytes) -> None:
         if b"pusher_internal:member_" in payload:
+            self.stats.member_frames += 1
             if self.watcher:
                 if b"member_added" in payload:
                     self.stats.member_added += 1

@@ -116,6 +116,7 @@ class Worker:
             "closed": s.closed,
             "member_added": s.member_added,
             "member_removed": s.member_removed,
+            "member_frames": s.member_frames,
             "joins": s.joins,
             "open": sum(
                 1 for c in self.clients if not c.closing and c.transport is not None and not c.transport.is_closing()

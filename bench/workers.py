@@ -101,7 +101,7 @@ class WorkerPool:
     async def counters(self, reset: bool = False) -> Command:
         """Summed counters of every worker, without latencies."""
         replies = await self.all({"cmd": "stats", "reset": reset})
-        keys = ("received", "errors", "closed", "member_added", "member_removed", "joins", "open")
+        keys = ("received", "errors", "closed", "member_added", "member_removed", "member_frames", "joins", "open")
         out: Command = {k: sum(r[k] for r in replies) for k in keys}
         out["last_error"] = next((r["last_error"] for r in replies if r["last_error"]), "")
         return out
@@ -112,7 +112,7 @@ class WorkerPool:
         latencies: array[int] = array("q")
         for r in replies:
             latencies.frombytes(base64.b64decode(r["latencies"]))
-        keys = ("received", "errors", "closed", "member_added", "member_removed", "joins", "open")
+        keys = ("received", "errors", "closed", "member_added", "member_removed", "member_frames", "joins", "open")
         out: Command = {k: sum(r[k] for r in replies) for k in keys}
         out["last_error"] = next((r["last_error"] for r in replies if r["last_error"]), "")
         return out, latencies

@@ -387,7 +387,7 @@ static void json_escape_to_stdout(const char *s) {
 static void cmd_stats(int reset) {
     long long open = 0;
     for (size_t i = 0; i < nconns; i++) open += conns[i]->state == SUBSCRIBED;
-    printf("{\"received\":%lld,\"errors\":%lld,\"closed\":%lld,\"member_added\":0,\"member_removed\":0,"
+    printf("{\"received\":%lld,\"errors\":%lld,\"closed\":%lld,\"member_added\":0,\"member_removed\":0,\"member_frames\":0,"
            "\"joins\":0,\"open\":%lld,\"last_error\":\"",
            received, errors, closed_by_server, open);
     json_escape_to_stdout(last_error);

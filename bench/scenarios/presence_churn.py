@@ -69,6 +69,12 @@ async def presence_churn(ctx: Context) -> Result:
         await pool.close_connections()
     added, removed = counters["member_added"], counters["member_removed"]
     saw_all = added == joins == expected and removed == joins
+    # Each join and leave is broadcast to whoever is in the channel then: how many that is depends on how
+    # long a churner stays out between its leave and its next join (queued in the same write), i.e. on the
+    # server's scheduling. A server that runs the leave and the join an iteration or two apart has fewer
+    # members to tell, so joins/s alone compares servers doing different amounts of work.
+    frames = counters["member_frames"]
+    per_change = frames / (joins + removed) if joins + removed else 0.0
     metrics: dict[str, Metric] = {
         "churners": churners["ok"],
         "cycles": s.churn_cycles,
@@ -79,6 +85,9 @@ async def presence_churn(ctx: Context) -> Result:
         "watcher_member_added": added,
         "watcher_member_removed": removed,
         "watcher_saw_all": saw_all,
+        "member_frames": frames,
+        "member_frames_per_change": round(per_change, 1),
+        "member_frames_per_s": round(frames / leave_seconds) if leave_seconds else 0,
         "server_cpu_pct": round(server_usage.cpu_pct, 1),
         "server_rss_mb": round(server_usage.rss_peak / 2**20, 1),
         "generator_cpu_pct": round(generator_usage.cpu_pct, 1),
@@ -88,7 +97,8 @@ async def presence_churn(ctx: Context) -> Result:
     line = (
         f"{churners['ok']} churners x {s.churn_cycles}: {metrics['joins_per_s']:,} joins/s "
         f"{metrics['leaves_per_s']:,} leaves/s  ({joins}/{expected} joins; watcher saw {added} added, "
-        f"{removed} removed: {'all' if saw_all else 'NOT all'})  server cpu {server_usage.cpu_pct:.0f}%  "
+        f"{removed} removed: {'all' if saw_all else 'NOT all'})  {per_change:.1f} member frames per change, "
+        f"{metrics['member_frames_per_s']:,}/s  server cpu {server_usage.cpu_pct:.0f}%  "
         f"gen cpu {generator_usage.cpu_pct:.0f}%"
     )
     if counters["errors"]:
@@ -98,5 +108,5 @@ async def presence_churn(ctx: Context) -> Result:
         "presence-churn",
         metrics,
         line,
-        {"joins_per_s": True, "leaves_per_s": True, "server_cpu_pct": False},
+        {"joins_per_s": True, "leaves_per_s": True, "member_frames_per_s": True, "server_cpu_pct": False},
     )
