@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -29,10 +30,12 @@ from relay.jwt.endpoints import JwtAuthEndpoints
 from relay.metrics import Metrics
 from relay.metrics_share import WorkerShare
 from relay.node import Node
-from relay.redis.heartbeat import Heartbeat
 from relay.transport import WebSocketEndpoint
 from relay.webhook_api import WebhookApi
 from relay.webhooks import WebhookDispatcher, create_dispatcher
+
+if TYPE_CHECKING:  # only deployments with Redis import redis-py
+    from relay.redis.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +74,11 @@ def build_app(config: Config, adapter: Adapter | None = None) -> RelayApp:
     share = WorkerShare(Path(config.metrics_dir), metrics) if config.metrics_dir else None
     metrics.share = share
     # With Redis, one node identity and one heartbeat serve the adapter and the webhook store.
-    heartbeat = Heartbeat(None, config.redis.node_timeout) if config.redis is not None else None
+    heartbeat: Heartbeat | None = None
+    if config.redis is not None:
+        from relay.redis.heartbeat import Heartbeat
+
+        heartbeat = Heartbeat(config.redis)
     webhooks = create_dispatcher(config, apps, metrics, heartbeat=heartbeat)
     adapter = adapter or make_adapter(config, heartbeat)
     tokens = TokenAuthority(apps, metrics)

@@ -11,6 +11,9 @@ HistoryStore: recovering channels' histories as Redis Streams, appended by the p
 departures (docs/recovery.md, "Several nodes"); on a Redis Cluster each history sits in its shard
 channel's slot, and departures and positions with the state keys.
 The supervisor (supervisor.py) keeps the session to Redis open. Never touches sockets.
+
+Just over 400 lines on purpose: it is the facade of three protocols, each method a short delegation with
+its outage fallback beside it; the work is in the modules named above.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class RedisAdapter:
     ) -> None:
         check_url(config.url)
         self.config = config
-        heartbeat = heartbeat or Heartbeat(node_id, config.node_timeout)
+        heartbeat = heartbeat or Heartbeat(config, node_id)
         self.node_id = heartbeat.node_id
         self.address = describe(config.url)
         self.received = 0  # envelopes received from other nodes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -130,16 +130,11 @@ class RedisClusterState:
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    # Node liveness ---------------------------------------------------------------------------
+    # Sessions and dead owners ---------------------------------------------------------------
 
-    def start_session(
-        self,
-        ttl: float,
-        share: NodeShareEntries,
-        retired: Iterable[str],
-    ) -> Awaitable[list[Rejoined]]:
-        """Queue, in this order and without yielding: load the scripts, register this owner, write the
-        node's whole share under it, and end the heartbeats of `retired` earlier incarnations.
+    def start_session(self, share: NodeShareEntries) -> Awaitable[list[Rejoined]]:
+        """Queue, in this order and without yielding: load the scripts, record this owner (made alive by
+        the node's heartbeat before) and write the node's whole share under it.
 
         Everything is written to the link before this returns, so any call made afterwards runs in
         Redis after the state is complete. Await the result to learn whether it all succeeded, and which
@@ -150,7 +145,7 @@ class RedisClusterState:
         replies: list[asyncio.Future[Any]] = [
             link.request_nowait(b"SCRIPT", b"LOAD", script.source) for script in self._scripts.values()
         ]
-        replies.append(self._send("register", self.owner, int(ttl * 1000)))
+        replies.append(self._send("register", self.owner))
         if share.connections:
             fields: list[Arg] = [item for pair in share.connections.items() for item in pair]
             replies.append(link.request_nowait(b"HSET", self._key("node", self.owner, "conns"), *fields))
@@ -170,9 +165,6 @@ class RedisClusterState:
                 groups += (member.app_id, member.channel, member.socket_id, member.user_id, info)
             batches.append((self._send("add_members", self.owner, *groups), batch))
         replies += (reply for reply, _ in batches)
-        alive_keys = [self._key("node", owner, "alive") for owner in retired]
-        if alive_keys:
-            replies.append(link.request_nowait(b"DEL", *alive_keys))
         return self._check_all(replies, batches)
 
     @staticmethod
@@ -194,15 +186,6 @@ class RedisClusterState:
             for reply in replies:  # consume every outcome so none is reported as never retrieved
                 if reply.done() and not reply.cancelled():
                     reply.exception()
-
-    async def refresh(self, ttl: float) -> None:
-        """Extend this owner's heartbeat; NodeEvicted when it had expired already."""
-        if await self.link.request(b"PEXPIRE", self._key("node", self.owner, "alive"), int(ttl * 1000)) != 1:
-            raise NodeEvicted
-
-    async def end_heartbeat(self) -> None:
-        """Let this owner be swept now (graceful close)."""
-        await self.link.request(b"DEL", self._key("node", self.owner, "alive"))
 
     async def sweep(self, budget: int, skip_owner: str | None = None) -> SweepResult:
         """Remove up to `budget` entries of dead owners; `skip_owner` (default: ours) is left alone."""

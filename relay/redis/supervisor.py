@@ -3,10 +3,12 @@
 A session is three links (cluster state, publishing, pub/sub), or on a Redis Cluster a state link plus a
 publish link and a pub/sub lane per primary (session.py). When one breaks, calls go to the node's
 share at once and reconnection backs off (relay/backoff.py) from 0.1 s to 5 s. A new session registers the
-node as a new incarnation, writes the share back, re-subscribes, flushes the publish queue, and sweeps
-what earlier incarnations held but the node no longer does; then it announces the members the cluster
-had lost and this node brought back, and heals its own clients' presence (healing.py). On the heartbeat's
-tick it refreshes this incarnation, checks the pub/sub link answers PING, and sweeps dead nodes' entries.
+node as a new incarnation (heartbeat.py), writes the share back, re-subscribes, flushes the publish queue,
+and sweeps what earlier incarnations held but the node no longer does; then it announces the members the
+cluster had lost and this node brought back, and heals its own clients' presence (healing.py). It is a
+member of the node's heartbeat: on each beat it checks the pub/sub link answers PING; when the heartbeat
+reports nodes lost it sweeps their entries; when it reports this node presumed dead, the session ends and
+the next one writes the share back under the new incarnation.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Final
 
 from redis.exceptions import RedisError
@@ -73,9 +76,6 @@ class Supervisor:
         # The current session; None while Redis is unreachable (calls then go to the share).
         self.session: Session | None = None
         self._live: Session | None = None  # the session whose links are open, until it is closed
-        self._incarnation = 0
-        self._owner: str | None = None  # the incarnation registered by the current session
-        self._retired: list[str] = []  # earlier owners whose leftovers still need sweeping
         self._session_up = False
         self._session_error: BaseException | None = None
         self._broken = asyncio.Event()
@@ -91,7 +91,7 @@ class Supervisor:
         """Connect (waiting at most a few seconds) and keep the connection up in the background."""
         self._first_attempt = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._supervise(), name=f"relay-redis-{self.node_id}")
-        self._heartbeat.join(self.beat)
+        self._heartbeat.join(self)
         try:
             async with asyncio.timeout(self.timeout * 2):
                 await asyncio.shield(self._first_attempt)
@@ -99,8 +99,8 @@ class Supervisor:
             pass
 
     async def stop(self, *, graceful: bool) -> None:
-        """Stop reconnecting; graceful: end the heartbeat, sweep what this node holds, send the queue."""
-        await self._heartbeat.leave(self.beat)
+        """Stop reconnecting; graceful: end this incarnation, sweep what this node holds, send the queue."""
+        await self._heartbeat.leave(self, graceful=graceful)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -109,7 +109,7 @@ class Supervisor:
         if graceful and session is not None:
             try:
                 async with asyncio.timeout(self.timeout * 2):
-                    await session.cluster.end_heartbeat()
+                    await self._heartbeat.retire(session.cluster.owner)
                     await self._sweep(session.cluster, skip_owner="")
                     await self._publisher.sent(session)
             except (RedisUnavailable, RedisError, TimeoutError) as error:
@@ -156,9 +156,11 @@ class Supervisor:
     async def _open_session(self) -> None:
         name = f"relay-{self.node_id}"
         control = self._subscriptions.control
+        # A new name for every session: what an earlier one wrote may be being swept by others meanwhile.
+        async with asyncio.timeout(self.timeout):
+            owner = await self._heartbeat.incarnate()
         links = await open_links(self._url, name, self.timeout, control, self._prefix.encode())
-        self._incarnation += 1
-        cluster = RedisClusterState(links.state, self._prefix, f"{self.node_id}.{self._incarnation}", self._scripts)
+        cluster = RedisClusterState(links.state, self._prefix, owner, self._scripts)
         session = Session(cluster, links)
         self._live = session  # closed by _end_session or stop(), whatever happens next
         for link in links.pipelined:
@@ -168,9 +170,7 @@ class Supervisor:
         # the re-write, calls made after it run in Redis after the re-write (same link, in order).
         snapshot = self.listener.local_snapshot() if self.listener is not None else None
         entries = self._share.entries(snapshot)
-        retired = list(self._retired)
-        done = cluster.start_session(self._heartbeat.node_timeout, entries, retired)
-        self._owner = cluster.owner
+        done = cluster.start_session(entries)
         self.session = session
         self._session_up = True
         self._share.forget_cache()
@@ -181,8 +181,7 @@ class Supervisor:
         self.down.clear()
 
         rejoined = await done
-        del self._retired[: len(retired)]
-        await self._sweep(cluster)  # what the retired incarnations held and the node no longer does
+        await self._sweep(cluster)  # what earlier incarnations held and the node no longer does
         if self.listener is not None:
             self._announce_rejoined(self.listener, rejoined)
             # A session task: cancelled with the session, so it never heals from a node-only answer.
@@ -216,22 +215,37 @@ class Supervisor:
             except Exception:
                 logger.exception("member_rejoined failed for app_id=%s channel=%s", member.app_id, member.channel)
 
+    # Heartbeat member -------------------------------------------------------------------------------
+
     async def beat(self) -> None:
-        """The heartbeat's tick: refresh this incarnation, check the pub/sub link, sweep dead nodes."""
+        """Check that the pub/sub link still answers PING, and ask it again."""
         session = self.session
         if session is None:
             return
+        if asyncio.get_running_loop().time() - self._subscriptions.last_pong > self._interval * 2 + self.timeout:
+            self.lose(session, RedisUnavailable("the pub/sub link stopped answering PING"))
+            return
         try:
-            await session.cluster.refresh(self._heartbeat.node_timeout)
-            if asyncio.get_running_loop().time() - self._subscriptions.last_pong > self._interval * 2 + self.timeout:
-                raise RedisUnavailable("the pub/sub link stopped answering PING")
             self._subscriptions.ping(session)
-            await self._sweep(session.cluster)
-        except (NodeEvicted, RedisUnavailable, RedisError, OSError, TimeoutError) as error:
-            self.lose(session, error)
         except Exception as error:
-            logger.exception("Redis heartbeat of node %s failed", self.node_id)
             self.lose(session, error)
+
+    async def nodes_lost(self, node_ids: Sequence[str]) -> None:
+        """Sweep what the lost nodes held (the sweep finds every dead incarnation, theirs among them)."""
+        session = self.session
+        if session is None:
+            raise RedisUnavailable("no Redis session to sweep the lost nodes with")
+        try:
+            await self._sweep(session.cluster)
+        except (RedisUnavailable, RedisError, OSError, TimeoutError) as error:
+            self.lose(session, error)
+            raise
+
+    def evicted(self) -> None:
+        """The heartbeat found this node presumed dead: the session's incarnation is over."""
+        session = self.session
+        if session is not None:
+            self.lose(session, NodeEvicted())
 
     async def _sweep(self, cluster: RedisClusterState, skip_owner: str | None = None) -> None:
         """Remove dead owners' entries and report what vanished with them (exactly once cluster-wide)."""
@@ -277,9 +291,6 @@ class Supervisor:
     async def _end_session(self, error: BaseException | None, evicted: bool) -> None:
         was_up = self._session_up
         self._session_up = False
-        if self._owner is not None:
-            self._retired.append(self._owner)
-            self._owner = None
         self.session = None
         self._publisher.unreachable()
         self.up.clear()

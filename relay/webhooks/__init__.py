@@ -6,15 +6,19 @@ then shared by every node and survive restarts), memory otherwise.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from relay.apps import AppDirectory
 from relay.config import Config
 from relay.metrics import Metrics
-from relay.redis.heartbeat import Heartbeat
 from relay.webhooks.counters import WebhookCounters
 from relay.webhooks.dispatcher import WebhookDispatcher
 from relay.webhooks.model import DeadLetter, Delivery
 from relay.webhooks.sender import DELIVERY_ID_HEADER
 from relay.webhooks.store import DeliveryStore, MemoryStore
+
+if TYPE_CHECKING:  # only deployments with Redis import redis-py
+    from relay.redis.heartbeat import Heartbeat
 
 __all__ = [
     "DELIVERY_ID_HEADER",

@@ -2,18 +2,18 @@
 
 Delivery is at-least-once. A node moves a delivery from the shared `ready` list into its own `in_flight`
 list (BLMOVE) before posting it and removes it only once it is delivered, retried or dead-lettered. A node
-that stops gracefully puts its in-flight deliveries back; one that dies stops refreshing its `alive` key and
-the next live node puts them back after RedisConfig.node_timeout. Both happen on the node's heartbeat
-(relay/redis/heartbeat.py), shared with the cluster adapter; the scripts are in relay/redis/lua/webhooks/.
+that stops gracefully puts its in-flight deliveries back; when one dies, its liveness record expires and
+the first live node whose heartbeat reports it lost (relay/redis/heartbeat.py, the same record and event
+the cluster adapter uses) puts them back after RedisConfig.node_timeout. The scripts are in
+relay/redis/lua/webhooks/.
 Receivers de-duplicate by delivery id.
 
 Keys, under `<prefix>:webhooks:` (`{<prefix>}:webhooks:` on a Redis Cluster: one slot, so every script and
 transaction below touches one shard)
   ready                  LIST of Delivery JSON, sent oldest first by whichever node takes it
   retry                  ZSET Delivery JSON -> wall-clock ms when it may be tried again
-  in_flight:<node>       LIST of Delivery JSON being posted by <node>
-  nodes                  SET of node ids that may own an in_flight list
-  alive:<node>           STRING, expires node_timeout after the node's last heartbeat
+  in_flight:<node>       LIST of Delivery JSON being posted by <node> (its liveness record is
+                         `<prefix>:node:<node>:alive`, relay/redis/lua/liveness/common.lua)
   dead:<app_id>          LIST of DeadLetter JSON, oldest first, capped
   leaves                 ZSET Hold JSON -> wall-clock ms when the held leave is sent
   leave:<hold key>       STRING token of the pending hold; a join DELs it, the releaser compare-and-DELs it
@@ -60,24 +60,23 @@ class RedisStore:
         *,
         heartbeat: Heartbeat | None = None,
     ) -> None:
-        self._heartbeat = heartbeat or Heartbeat(node_id, config.node_timeout)
+        self._heartbeat = heartbeat or Heartbeat(config, node_id)
         self.node_id = self._heartbeat.node_id
-        self._node_timeout = config.node_timeout
         timeout = max(1.0, min(5.0, self._heartbeat.interval))
         self._client = open_pool(config.url, f"relay-{self.node_id}-webhooks", timeout)
         # BLMOVE on a connection of its own: close() cuts it instead of waiting for a cancelled block to end.
         self._blocking = open_blocking(config.url, f"relay-{self.node_id}-webhooks-take", timeout)
         self._queue_limit = max(1, queue_limit)
         self._dead_letter_limit = max(1, dead_letter_limit)
-        base = f"{key_prefix(config.url, config.prefix)}:webhooks:"  # one hash tag on a Redis Cluster
+        keys = key_prefix(config.url, config.prefix)  # one hash tag on a Redis Cluster
+        base = f"{keys}:webhooks:"
+        self._keys = keys
         self._base = base
         self._ready = base + "ready"
         self._retry = base + "retry"
-        self._nodes = base + "nodes"
         self._leaves = base + "leaves"
         self._leave_prefix = base + "leave:"
         self._in_flight = self._in_flight_key(self.node_id)
-        self._alive = self._alive_key(self.node_id)
         self._scripts = load_scripts("webhooks")
         # Delivery id -> the exact bytes in our in_flight list, which LREM needs.
         self._leases: dict[str, bytes] = {}
@@ -89,7 +88,7 @@ class RedisStore:
         return f"{self._base}in_flight:{node_id}"
 
     def _alive_key(self, node_id: str) -> str:
-        return f"{self._base}alive:{node_id}"
+        return f"{self._keys}:node:{node_id}:alive"
 
     def _dead_key(self, app_id: str) -> str:
         return f"{self._base}dead:{app_id}"
@@ -106,26 +105,27 @@ class RedisStore:
 
     async def start(self) -> None:
         try:
-            await self._beat()
+            # Known and alive before the first BLMOVE, so a crash right after it still gets its deliveries back.
+            await self._heartbeat.register()
+            await self.beat()
         except Exception:
             # Like the rest of relay, start without Redis and catch up: events wait in memory meanwhile.
             logger.exception("webhooks: Redis is not answering at start (node %s)", self.node_id)
-        self._heartbeat.join(self._on_beat)
+        self._heartbeat.join(self)
         self._beating = True
 
     async def close(self) -> int:
         if self._beating:
             self._beating = False
-            await self._heartbeat.leave(self._on_beat)
+            await self._heartbeat.leave(self)
         try:
             # Bounded: a Redis that hangs must not hold up shutdown (nor a test run) for ever.
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._client.delete(self._alive)
                 moved = await self._recover(self.node_id, force=True)
             if moved:
                 logger.info("webhooks: handed %d in-flight deliveries back to the shared queue", moved)
         except Exception:
-            # Not fatal: with our alive key expiring, another node hands them back after node_timeout.
+            # Not fatal: once our liveness record expires, another node hands them back.
             logger.exception("webhooks: could not hand in-flight deliveries back on close (node %s)", self.node_id)
         finally:
             try:
@@ -136,32 +136,29 @@ class RedisStore:
                 logger.warning("webhooks: Redis connections did not close within %gs", CLOSE_TIMEOUT)
         return 0
 
-    async def _beat(self) -> None:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.sadd(self._nodes, self.node_id)
-            pipe.set(self._alive, b"1", px=max(1, int(self._node_timeout * 1000)))
+    # Heartbeat member -------------------------------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Read the shared backlog for the metrics."""
+        async with self._client.pipeline(transaction=False) as pipe:
             pipe.llen(self._ready)
             pipe.zcard(self._retry)
-            results = await pipe.execute()
-        self._backlog = int(results[2]) + int(results[3]) + len(self._leases)
+            ready, retrying = await pipe.execute()
+        self._backlog = int(ready) + int(retrying) + len(self._leases)
 
-    async def _on_beat(self) -> None:
-        """Keep our alive key fresh, and hand back the in-flight deliveries of nodes whose key expired."""
-        try:
-            await self._beat()
-            for raw in await cast(Any, self._client.smembers(self._nodes)):
-                node_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-                if node_id == self.node_id:
-                    continue
-                moved = await self._recover(node_id, force=False)
-                if moved > 0:
-                    logger.warning("webhooks: node %s is gone; re-queued its %d in-flight deliveries", node_id, moved)
-        except Exception:
-            logger.exception("webhooks: Redis heartbeat failed (node %s)", self.node_id)
+    async def nodes_lost(self, node_ids: Sequence[str]) -> None:
+        """Hand the lost nodes' in-flight deliveries back to the shared queue."""
+        for node_id in node_ids:
+            moved = await self._recover(node_id, force=False)
+            if moved > 0:
+                logger.warning("webhooks: node %s is gone; re-queued its %d in-flight deliveries", node_id, moved)
+
+    def evicted(self) -> None:
+        """Nothing to do: other nodes may have re-queued our in-flight deliveries (receivers de-duplicate)."""
 
     async def _recover(self, node_id: str, force: bool) -> int:
-        keys = [self._in_flight_key(node_id), self._ready, self._nodes, self._alive_key(node_id)]
-        return int(await self._scripts["recover"].run(self._client, keys, [node_id, "1" if force else "0"]))
+        keys = [self._in_flight_key(node_id), self._ready, self._alive_key(node_id)]
+        return int(await self._scripts["recover"].run(self._client, keys, ["1" if force else "0"]))
 
     # Held leaves ---------------------------------------------------------------------------------
 

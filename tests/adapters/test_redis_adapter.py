@@ -153,7 +153,7 @@ async def test_node_presumed_dead_announces_its_members_again_once_when_it_retur
     client = Redis.from_url(redis_process.url)
     try:
         # Its heartbeat expires, as when the node cannot reach Redis for longer than node_timeout.
-        assert await client.delete(*await client.keys("relay-test:node:cut-off.*:alive")) == 1
+        assert await client.delete("relay-test:node:cut-off:alive") == 1
     finally:
         await client.aclose()
     await alive.listener.wait_for(

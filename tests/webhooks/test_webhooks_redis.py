@@ -149,7 +149,7 @@ async def test_deliveries_in_flight_on_a_crashed_node_are_sent_by_another(
         crashing.kill()  # by PID: a crash, no chance to hand the delivery back
         await crashing.wait()
 
-    await relays(config)  # notices the dead node once its alive key expires (node_timeout)
+    await relays(config)  # notices the dead node once its liveness record expires (node_timeout)
     await receiver.wait_for(lambda: len(receiver.delivered) == 1)
     assert receiver.problems == []
     assert receiver.delivered[0].delivery_id == "d" * 32

@@ -5,8 +5,10 @@
 --
 -- Key layout. An "owner" is one incarnation of a node: "<node_id>.<n>"; n grows each time the node
 -- re-registers after an outage, so entries written before and after an outage can be told apart.
+-- An owner is alive while its node's liveness record (lua/liveness/common.lua, written by the node's
+-- heartbeat alone) names it.
 --   P:nodes                            SET    owners that may still hold entries
---   P:node:<owner>:alive               STRING heartbeat; expires after node_timeout
+--   P:node:<node_id>:alive             STRING the node's liveness record: its current owner (lua/liveness)
 --   P:node:<owner>:conns               HASH   app_id -> open connections held by that owner
 --   P:node:<owner>:subs                SET    "app\0channel\0socket_id" held by that owner
 --   P:node:<owner>:members             SET    "app\0channel\0socket_id\0user_id" held by that owner
@@ -47,7 +49,8 @@ local function channel_key(p, app, channel, what)
 end
 
 local function is_alive(p, owner)
-  return redis.call("EXISTS", node_key(p, owner, "alive")) == 1
+  local node = string.match(owner, "^(.*)%.%d+$")
+  return node ~= nil and redis.call("GET", node_key(p, node, "alive")) == owner
 end
 
 -- Split s on SEP into at most n fields; the last field keeps any further SEP (user ids are free text).
