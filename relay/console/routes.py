@@ -1,13 +1,15 @@
 """The console's HTTP side: `{path}/console` (page or login form), its stream, its apps and its test events.
 
 Off unless a console token is configured. Every route but the stylesheet needs the token; every route
-refuses plain HTTP from another machine unless `console_allow_insecure` is set.
+refuses plain HTTP from another machine unless `console_allow_insecure` is set. An address that sent a
+few wrong tokens gets 429 with Retry-After until it earns another try (auth.LoginThrottle).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any, Final
@@ -18,7 +20,7 @@ from aiohttp import web
 from relay.admission import parse_networks
 from relay.apps import AppDirectory
 from relay.config import Config
-from relay.console.auth import COOKIE, ConsoleAuth, is_loopback
+from relay.console.auth import COOKIE, ConsoleAuth, LoginThrottle, is_loopback
 from relay.console.service import Console
 from relay.node import Node
 from relay.protocol.channels import channel_name_problem, event_name_problem
@@ -57,6 +59,7 @@ class ConsoleRoutes:
         self._console = console
         self._apps = apps
         self._auth = auth
+        self._throttle = LoginThrottle()
         self._base = f"{prefix}/console"
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -77,8 +80,17 @@ class ConsoleRoutes:
             if problem:
                 logger.warning("console: %s", problem)
                 return _json({"error": problem}, 403)
-            if public or self._auth.is_authorized(request):
+            if public:
                 return await handler(request)
+            client = self._auth.client(request)
+            wait = self._throttle.wait(client)
+            if wait > 0:
+                return self._too_many(wait, login)
+            if self._auth.is_authorized(request):
+                return await handler(request)
+            if self._auth.presents_credentials(request):
+                self._throttle.failed(client)
+                logger.warning("console: wrong token from %s", client)
             if login:
                 return self._login_page(401)
             return _json({"error": "The console needs its token (Authorization: Bearer, or log in)"}, 401)
@@ -103,11 +115,28 @@ class ConsoleRoutes:
         name = request.path.rpartition("/")[2]
         return web.Response(body=_static(name), content_type=STATIC_TYPES[name], headers={"Cache-Control": "no-cache"})
 
+    def _too_many(self, wait: float, page: bool) -> web.Response:
+        seconds = max(1, math.ceil(wait))
+        headers = {"Retry-After": str(seconds)}
+        message = f"Too many wrong console tokens from this address; try again in {seconds} s."
+        if page:
+            response = self._login_page(429, f'<p class="error" role="alert">{message}</p>')
+            response.headers.update(headers)
+            return response
+        return web.Response(
+            body=orjson.dumps({"error": message}), status=429, content_type="application/json", headers=headers
+        )
+
     async def login(self, request: web.Request) -> web.Response:
+        client = self._auth.client(request)
+        wait = self._throttle.wait(client)
+        if wait > 0:
+            return self._too_many(wait, page=True)
         form = await request.post()
         token = form.get("token")
         if not isinstance(token, str) or not self._auth.is_token(token):
-            logger.warning("console: failed login from %s", request.remote)
+            self._throttle.failed(client)
+            logger.warning("console: failed login from %s", client)
             return self._login_page(401, '<p class="error" role="alert">That is not the console token.</p>')
         response = web.HTTPSeeOther(self._base)
         self._auth.login_cookie(response, self._base, secure=request.secure)

@@ -173,3 +173,26 @@ async def test_webhooks_sent_and_failed_show_their_host_and_events_never_their_u
             assert failed["detail"].startswith("to 127.0.0.1: channel_occupied news: ")
             assert b"hook-secret" not in stream.raw + orjson.dumps(stream.lines)
             await client.close()
+
+
+async def test_wrong_tokens_from_one_address_are_slowed_down_and_the_answer_says_so(
+    relay_server: RelayServerFactory,
+) -> None:
+    relay = await relay_server(console_token=TOKEN)
+    base = f"http://127.0.0.1:{relay.port}/console"
+    wrong = {"Authorization": "Bearer not-the-console-token-000"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/apps") as response:
+            assert response.status == 401  # no token at all: not a guess, not counted
+        for _ in range(5):
+            async with session.get(f"{base}/apps", headers=wrong) as response:
+                assert response.status == 401
+        async with session.get(f"{base}/apps", headers=BEARER) as response:
+            assert response.status == 429  # out of tries: even the right token waits
+            retry_after = int(response.headers["Retry-After"])
+            assert 1 <= retry_after <= 12
+            assert "try again in" in (await response.json())["error"]
+        async with session.post(f"{base}/login", data={"token": TOKEN}, allow_redirects=False) as response:
+            assert response.status == 429  # the login form is the same door
+            assert response.headers["Retry-After"] == str(retry_after)
+            assert "Too many wrong console tokens" in await response.text()
