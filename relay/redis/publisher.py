@@ -120,30 +120,34 @@ class Publisher:
                         self._deliver_here(payload)
 
     async def run(self, session: Session) -> None:
-        """The session's publisher: everything queued goes out, in order.
+        """The session's publisher: everything queued goes out, in order, in batches.
 
-        A pipeline lost with the link is not re-sent: at most once, never duplicated.
+        A batch lost with the link is not re-sent: at most once, never duplicated.
         """
-        if session.slot_map is not None:
-            await self._run_sharded(session)
-            return
+        send = self._send_sharded if session.slot_map is not None else self._send
         outbox = self._outbox
         while True:
             await session.publish_wake.wait()
             session.publish_wake.clear()
             while outbox:
                 count = min(len(outbox), OUTBOX_BATCH)
-                commands = self._in_flight = self._commands(count)
-                try:
-                    replies = await self._execute(session.publisher, self._sources, commands)
-                except RedisUnavailable:
-                    self._lost()
+                if not await send(session, count):
                     return  # the link's on_lost ends the session
-                self._in_flight = []
-                self._report(replies)
                 self.published += count
             self._dropping = False
             session.publish_idle.set()
+
+    async def _send(self, session: Session, count: int) -> bool:
+        """The next `count` entries in one pipeline to the one Redis; False when the link was lost."""
+        commands = self._in_flight = self._commands(count)
+        try:
+            replies = await self._execute(session.publisher, self._sources, commands)
+        except RedisUnavailable:
+            self._lost()
+            return False
+        self._in_flight = []
+        self._report(replies)
+        return True
 
     def _commands(self, count: int) -> list[Command]:
         """The next `count` entries as script calls, in order."""
@@ -187,50 +191,39 @@ class Publisher:
             if isinstance(reply, RedisReplyError):
                 self._reply_error(reply)
 
-    async def _run_sharded(self, session: Session) -> None:
-        """On a Redis Cluster: lua/sharded/spublish.lua and lua/cluster/spublish_kept.lua calls, pipelined to
-        each primary for the envelopes whose channels it serves, every primary's pipeline in flight side by side.
+    async def _send_sharded(self, session: Session, count: int) -> bool:
+        """On a Redis Cluster: the next `count` entries as lua/sharded/spublish.lua and
+        lua/cluster/spublish_kept.lua calls, pipelined to each primary for the envelopes whose channels it
+        serves, every primary's pipeline in flight side by side; False when a link was lost.
 
         Order holds per channel (one channel, one primary, one pipeline at a time).
         """
-        outbox = self._outbox
-        scripts = self._shard_scripts
-        while True:
-            await session.publish_wake.wait()
-            session.publish_wake.clear()
-            while outbox:
-                count = min(len(outbox), OUTBOX_BATCH)
-                groups: dict[int, list[Entry]] = {}
-                for _ in range(count):
-                    entry = outbox.popleft()
-                    channel = entry[0]
-                    assert isinstance(channel, bytes)
-                    if len(entry) == KEPT:  # app_id and channel give way to the history key in the channel's slot
-                        entry = (channel, entry[1], history_key(channel), entry[4], entry[5])
-                    entries = groups.get(shard := session.shard(channel))
-                    if entries is None:
-                        entries = groups[shard] = []
-                    entries.append(entry)
-                calls = {index: self._calls(entries, scripts) for index, entries in groups.items()}
-                self._in_flight = [command for commands in calls.values() for command in commands]
-                sends = [
-                    self._execute(session.publishers[index], self._sources, commands)
-                    for index, commands in calls.items()
-                ]
-                results = await asyncio.gather(*sends, return_exceptions=True)  # each ends before we go on
-                for replies in results:
-                    if isinstance(replies, RedisUnavailable):
-                        self._lost()
-                        return  # the link's on_lost ends the session
-                    if isinstance(replies, BaseException):
-                        raise replies
-                self._in_flight = []
-                for replies in results:
-                    assert isinstance(replies, list)
-                    self._report(replies)
-                self.published += count
-            self._dropping = False
-            session.publish_idle.set()
+        groups: dict[int, list[Entry]] = {}
+        for _ in range(count):
+            entry = self._outbox.popleft()
+            channel = entry[0]
+            assert isinstance(channel, bytes)
+            if len(entry) == KEPT:  # app_id and channel give way to the history key in the channel's slot
+                entry = (channel, entry[1], history_key(channel), entry[4], entry[5])
+            entries = groups.get(shard := session.shard(channel))
+            if entries is None:
+                entries = groups[shard] = []
+            entries.append(entry)
+        calls = {index: self._calls(entries, self._shard_scripts) for index, entries in groups.items()}
+        self._in_flight = [command for commands in calls.values() for command in commands]
+        sends = [self._execute(session.publishers[index], self._sources, commands) for index, commands in calls.items()]
+        results = await asyncio.gather(*sends, return_exceptions=True)  # each ends before we go on
+        for replies in results:
+            if isinstance(replies, RedisUnavailable):
+                self._lost()
+                return False
+            if isinstance(replies, BaseException):
+                raise replies
+        self._in_flight = []
+        for replies in results:
+            assert isinstance(replies, list)
+            self._report(replies)
+        return True
 
     async def sent(self, session: Session) -> None:
         """Return once Redis has every envelope queued so far (graceful close)."""
