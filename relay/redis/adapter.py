@@ -183,7 +183,9 @@ class RedisAdapter:
         Graceful: end this node's heartbeat and remove what it still holds, reporting members and
         channels lost through the listener (so member_removed still goes out), then wait until
         Redis has every queued publish. graceful=False leaves everything in Redis, as a crash would
-        (tests use it to play a dead node).
+        (tests use it to play a dead node): what it wrote is swept by the other nodes once the node's
+        liveness record expires, or, when the node lives on through its webhook store, at the next sweep
+        (its incarnation is over).
         """
         await self._supervisor.stop(graceful=graceful)
         self._subscriptions.fail_barriers(RedisUnavailable("adapter closed"))

@@ -8,10 +8,13 @@ cannot disagree about a node.
 
 Every node_timeout/3 the heartbeat refreshes the record and learns which other nodes' records expired.
 Each lost node is handed to every member (the adapter sweeps its cluster state and announces its
-members' departure; the webhook store re-queues its in-flight deliveries) and is forgotten once every
-member of this node took it over; until then it is handed over again on the next beat. When this node's
-own record had expired (it was presumed dead, e.g. cut off from Redis for longer than node_timeout) the
-beat starts a new incarnation and tells the members.
+members' departure; the webhook store re-queues its in-flight deliveries), and on every beat again until
+Redis holds nothing of it any more: no incarnation in the cluster state's owner set, no in-flight list
+(lua/liveness/forget.lua checks that, so a node whose parts differ, e.g. one without webhooks, never
+forgets what another part still has to take over). When this node's own record had expired (it was
+presumed dead, e.g. cut off from Redis for longer than node_timeout) the beat writes a new incarnation
+and tells the members; the adapter then ends its session and the next one writes the node's share back
+under a newer incarnation still.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 from relay.config import RedisConfig
-from relay.redis.link import RedisClient, open_pool
+from relay.redis.link import RedisClient, RedisUnavailable, open_pool
 from relay.redis.scripts import load_scripts
 from relay.redis.topology import key_prefix
 
@@ -69,6 +72,7 @@ class Heartbeat:
         self._calls: dict[int, asyncio.Task[None]] = {}  # by id(member): each member's beat in progress
         self._taking_over: asyncio.Task[None] | None = None  # lost nodes being handed to the members
         self._failing = False  # the last beat failed (logged once per failing stretch)
+        self._closed = False  # the last member left: nothing may write the record again
 
     @property
     def owner(self) -> str:
@@ -76,6 +80,8 @@ class Heartbeat:
         return f"{self.node_id}.{self._incarnation}"
 
     def _redis(self) -> RedisClient:
+        if self._closed:
+            raise RedisUnavailable(f"the heartbeat of node {self.node_id} has stopped")
         if self._client is None:
             timeout = max(1.0, min(5.0, self.interval))
             self._client = open_pool(self._url, f"relay-{self.node_id}-heartbeat", timeout)
@@ -120,26 +126,40 @@ class Heartbeat:
     async def _end(self) -> None:
         if self._registered:
             self._registered = False
-            await self._script("retire", (self._alive,), self.owner)
+            client = self._client
+            if client is not None:  # (_redis() refuses once closed: this is the record's very last write)
+                await self._scripts["retire"].run(client, (self._alive,), (self._prefix, self.node_id, self.owner))
 
     # Members ---------------------------------------------------------------------------------------
 
     def join(self, member: HeartbeatMember) -> None:
         """Call `member` on every beat from now on."""
+        self._closed = False
         self._members.append(member)
         if self._timer is None:
             self._timer = asyncio.create_task(self._run(), name=f"relay-heartbeat-{self.node_id}")
 
     async def leave(self, member: HeartbeatMember, *, graceful: bool = True) -> None:
         """Stop calling `member` (a call in progress is cancelled). With the last member the beats stop and,
-        when graceful, the record ends at once; otherwise it expires, as on a crash."""
+        when graceful, the record ends at once; otherwise it expires, as on a crash. A member leaving as on
+        a crash while others stay ends the current incarnation, so what it wrote under it is swept."""
         if member in self._members:
             self._members.remove(member)
         running = self._calls.pop(id(member), None)
         if running is not None:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
-        if self._members or self._timer is None:
+        if self._members:
+            if not graceful and self._registered:
+                try:
+                    async with asyncio.timeout(self.interval + 1.0):
+                        await self.incarnate()
+                except Exception as error:
+                    logger.warning("node %s could not start a new incarnation: %r", self.node_id, error)
+            return
+        self._closed = True
+        if self._timer is None:
+            await self._close_client()
             return
         timer, self._timer = self._timer, None
         taking_over, self._taking_over = self._taking_over, None
@@ -154,9 +174,12 @@ class Heartbeat:
         except Exception as error:
             logger.warning("node %s could not end its heartbeat in Redis (it expires instead): %r", self.node_id, error)
         finally:
-            client, self._client = self._client, None
-            if client is not None:
-                await client.aclose()
+            await self._close_client()
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     # Beats -----------------------------------------------------------------------------------------
 
@@ -201,7 +224,10 @@ class Heartbeat:
             self.evictions += 1
             logger.warning("node %s was presumed dead by the cluster; it runs on as %s", self.node_id, self.owner)
             for member in list(self._members):
-                member.evicted()
+                try:
+                    member.evicted()
+                except Exception:
+                    logger.exception("node %s: a member failed to hear of its eviction", self.node_id)
         return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in lost]
 
     async def _call(self, member: HeartbeatMember) -> None:
@@ -211,15 +237,20 @@ class Heartbeat:
             logger.exception("heartbeat of node %s: a member failed", self.node_id)
 
     async def _take_over(self, lost: list[str]) -> None:
-        """Hand the lost nodes to every member; forget them once all of them took them over."""
+        """Hand the lost nodes to every member, then forget those Redis holds nothing of any more."""
         outcomes = await asyncio.gather(
-            *(member.nodes_lost(lost) for member in list(self._members)), return_exceptions=True
+            *(self._hand_over(member, lost) for member in list(self._members)), return_exceptions=True
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if failures:
             logger.warning("node %s could not yet take over what nodes %s left: %r", self.node_id, lost, failures[0])
-            return
         try:
-            await self._script("forget", (self._node_ids,), *lost)
+            async with asyncio.timeout(self.node_timeout):
+                await self._script("forget", (self._node_ids,), *lost)
         except Exception as error:
             logger.debug("node %s could not forget lost nodes yet: %r", self.node_id, error)
+
+    async def _hand_over(self, member: HeartbeatMember, lost: list[str]) -> None:
+        # Bounded: a member stuck on a half-open connection must not stop the take-overs of later beats.
+        async with asyncio.timeout(self.node_timeout):
+            await member.nodes_lost(lost)

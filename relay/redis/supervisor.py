@@ -8,7 +8,7 @@ and sweeps what earlier incarnations held but the node no longer does; then it a
 cluster had lost and this node brought back, and heals its own clients' presence (healing.py). It is a
 member of the node's heartbeat: on each beat it checks the pub/sub link answers PING; when the heartbeat
 reports nodes lost it sweeps their entries; when it reports this node presumed dead, the session ends and
-the next one writes the share back under the new incarnation.
+the next one writes the share back under a new incarnation.
 """
 
 from __future__ import annotations
@@ -100,11 +100,11 @@ class Supervisor:
 
     async def stop(self, *, graceful: bool) -> None:
         """Stop reconnecting; graceful: end this incarnation, sweep what this node holds, send the queue."""
-        await self._heartbeat.leave(self, graceful=graceful)
-        if self._task is not None:
+        if self._task is not None:  # first: a reconnection in progress must not register a new incarnation
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await self._heartbeat.leave(self, graceful=graceful)
         session = self.session
         if graceful and session is not None:
             try:
@@ -274,6 +274,16 @@ class Supervisor:
             if not result.more:
                 return
 
+    async def _still_answers(self, session: Session | None) -> bool:
+        """Whether the session's state link still answers PING (briefly: it is being replaced anyway)."""
+        if session is None:
+            return False
+        try:
+            async with asyncio.timeout(min(1.0, self.timeout)):
+                return bool(await session.cluster.link.request(b"PING"))
+        except (RedisUnavailable, RedisError, OSError, TimeoutError):
+            return False
+
     def _on_link_lost(self, error: BaseException) -> None:
         self.lose(self.session, error)
 
@@ -304,7 +314,10 @@ class Supervisor:
             self.alerts.raise_alert(
                 AlertKind.NODE_PRESUMED_DEAD, f"node {self.node_id} was presumed dead by the cluster and re-registered"
             )
-        elif was_up:
+            # Heard from the heartbeat's own connection before the session's links noticed Redis was gone
+            # (a restarted Redis forgot every record): that is an outage too.
+            was_up = was_up and not await self._still_answers(self._live)
+        if was_up:
             self.outages += 1
             self._down_since = time.monotonic()
             self._publisher.outage()

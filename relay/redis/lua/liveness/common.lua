@@ -7,7 +7,8 @@
 --   P:node:<node_id>:alive   STRING the node's current incarnation "<node_id>.<n>"; expires node_timeout
 --                                   after the node's last beat
 --   P:node_ids               SET    node ids that may have left something behind in Redis (cluster state,
---                                   in-flight webhook deliveries); forgotten once every part took it over
+--                                   in-flight webhook deliveries); a lost one is forgotten once nothing of
+--                                   it is left (forget.lua reads the owners set and the in-flight list)
 
 local function alive_key(p, node)
   return p .. ":node:" .. node .. ":alive"
