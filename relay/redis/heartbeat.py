@@ -72,6 +72,7 @@ class Heartbeat:
         self._calls: dict[int, asyncio.Task[None]] = {}  # by id(member): each member's beat in progress
         self._taking_over: asyncio.Task[None] | None = None  # lost nodes being handed to the members
         self._failing = False  # the last beat failed (logged once per failing stretch)
+        self._failing_members: set[int] = set()  # id() of members whose last beat failed (likewise)
         self._closed = False  # the last member left: nothing may write the record again
 
     @property
@@ -145,6 +146,7 @@ class Heartbeat:
         a crash while others stay ends the current incarnation, so what it wrote under it is swept."""
         if member in self._members:
             self._members.remove(member)
+        self._failing_members.discard(id(member))
         running = self._calls.pop(id(member), None)
         if running is not None:
             running.cancel()
@@ -233,8 +235,13 @@ class Heartbeat:
     async def _call(self, member: HeartbeatMember) -> None:
         try:
             await member.beat()
-        except Exception:
-            logger.exception("heartbeat of node %s: a member failed", self.node_id)
+        except Exception as error:
+            # Once per failing stretch: while Redis is away every beat of every member fails alike.
+            if id(member) not in self._failing_members:
+                logger.warning("heartbeat of node %s: %s failed: %r", self.node_id, type(member).__name__, error)
+            self._failing_members.add(id(member))
+        else:
+            self._failing_members.discard(id(member))
 
     async def _take_over(self, lost: list[str]) -> None:
         """Hand the lost nodes to every member, then forget those Redis holds nothing of any more."""
