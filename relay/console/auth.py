@@ -19,8 +19,8 @@ from aiohttp import web
 from relay.admission import Network, client_address
 
 COOKIE: Final = "relay_console"
-# Wrong tokens an address may send at once, and how fast it earns another try: 5, then one per 12 s.
-FAILED_LOGIN_BURST: Final = 5.0
+# Wrong tokens an address may send at once, and how fast it earns another try: 10, then one per 12 s.
+FAILED_LOGIN_BURST: Final = 10.0
 FAILED_LOGIN_RATE: Final = 1 / 12
 # Addresses remembered; past this the idlest half is forgotten (bounded memory whatever an attacker does).
 MAX_TRACKED_LOGINS: Final = 10_000

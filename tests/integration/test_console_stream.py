@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from relay.config import WebhookConfig, WebhookSettings
+from relay.console.auth import FAILED_LOGIN_BURST
 from tests.integration.wire import TIMEOUT, auth_sdk, private_auth
 from tests.support.inprocess import APP, RelayServer, RelayServerFactory
 
@@ -184,7 +185,7 @@ async def test_wrong_tokens_from_one_address_are_slowed_down_and_the_answer_says
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/apps") as response:
             assert response.status == 401  # no token at all: not a guess, not counted
-        for _ in range(5):
+        for _ in range(int(FAILED_LOGIN_BURST)):
             async with session.get(f"{base}/apps", headers=wrong) as response:
                 assert response.status == 401
         async with session.get(f"{base}/apps", headers=BEARER) as response:
