@@ -20,32 +20,31 @@ def redis_answers_ping(port: int) -> bool:
         return False
 
 
-class RedisProcess(ManagedProcess):
-    """redis-server bound to 127.0.0.1:`port`. Use `.url` for clients.
+def redis_server_argv(port: int, workdir: Path, *options: str) -> list[str]:
+    """redis-server on 127.0.0.1:`port` in the foreground, keeping nothing on disk, with `options` added."""
+    binary = require_binary("redis-server", "install Debian's redis-server (scripts/test does)")
+    return [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        *options,
+        # Tests must start from an empty server and leave nothing behind.
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+        "--daemonize", "no",
+        "--logfile", "",
+    ]  # fmt: skip
 
-    kill() simulates a crash (SIGKILL); restart() brings it back on the same port, empty.
-    """
 
-    def __init__(self, port: int, workdir: Path) -> None:
+class RedisServerProcess(ManagedProcess):
+    """One redis-server on 127.0.0.1:`port`; restart() brings it back on the same port, empty."""
+
+    def __init__(self, name: str, port: int, workdir: Path, *options: str) -> None:
         self.port = port
         workdir.mkdir(parents=True, exist_ok=True)
-        binary = require_binary("redis-server", "install Debian's redis-server (scripts/test does)")
-        argv = [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            # Tests must start from an empty server and leave nothing behind.
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(workdir),
-            "--daemonize", "no",
-            "--logfile", "",
-        ]  # fmt: skip
-        super().__init__(f"redis-server:{port}", argv, workdir / f"redis-{port}.log", cwd=workdir)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        argv = redis_server_argv(port, workdir, *options)
+        super().__init__(f"{name}:{port}", argv, workdir / f"redis-{port}.log", cwd=workdir)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         self.wait_until(lambda: redis_answers_ping(self.port), "answering PING", timeout)
@@ -55,6 +54,20 @@ class RedisProcess(ManagedProcess):
         self.stop()
         self.spawn()
         self.wait_ready(timeout)
+
+
+class RedisProcess(RedisServerProcess):
+    """redis-server bound to 127.0.0.1:`port`. Use `.url` for clients.
+
+    kill() simulates a crash (SIGKILL); restart() brings it back on the same port, empty.
+    """
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        super().__init__("redis-server", port, workdir)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
 
 def start_redis(tmp_path: Path, port: int | None = None) -> RedisProcess:

@@ -12,46 +12,29 @@ import time
 from pathlib import Path
 
 from .ports import free_port
-from .process import ManagedProcess, ProcessError, require_binary
-from .redis import redis_answers_ping
+from .process import ProcessError, require_binary
+from .redis import RedisServerProcess
 from .timeouts import STARTUP_TIMEOUT
 
 NODE_TIMEOUT_MS = 1000  # cluster-node-timeout: a dead primary turns the cluster to fail within about a second
 
 
-class ClusterNodeProcess(ManagedProcess):
-    """One redis-server of the cluster, bound to 127.0.0.1:`port`, its bus on `bus_port`."""
+class ClusterNodeProcess(RedisServerProcess):
+    """One redis-server of the cluster, bound to 127.0.0.1:`port`, its bus on `bus_port`; restart() keeps its
+    nodes.conf (cluster membership), not its data."""
 
     def __init__(self, port: int, bus_port: int, workdir: Path) -> None:
-        self.port = port
-        workdir.mkdir(parents=True, exist_ok=True)
-        binary = require_binary("redis-server", "install Debian's redis-server (scripts/test does)")
-        argv = [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
+        super().__init__(
+            "redis-cluster",
+            port,
+            workdir,
             "--cluster-enabled", "yes",
             "--cluster-port", str(bus_port),
             "--cluster-config-file", f"nodes-{port}.conf",
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             # A replica takes over however long ago it heard from its primary (a loaded test machine).
             "--cluster-replica-validity-factor", "0",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(workdir),
-            "--daemonize", "no",
-            "--logfile", "",
-        ]  # fmt: skip
-        super().__init__(f"redis-cluster:{port}", argv, workdir / f"redis-{port}.log", cwd=workdir)
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        self.wait_until(lambda: redis_answers_ping(self.port), "answering PING", timeout)
-
-    def restart(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Start again on the same port (same nodes.conf, empty data) after stop() or kill()."""
-        self.stop()
-        self.spawn()
-        self.wait_ready(timeout)
+        )  # fmt: skip
 
 
 class RedisClusterProcesses:
