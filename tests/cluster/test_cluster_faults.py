@@ -311,6 +311,29 @@ async def connected_everywhere(nodes: Nodes, subscribers: list[tuple[int, Sink]]
             await asyncio.sleep(0.02)
 
 
+async def sequences_arrive_in_order(
+    nodes: Nodes, subscribers: list[tuple[int, Sink]], channel: str, count: int
+) -> None:
+    """Publish `count` numbered events through every node at once; every subscriber gets each node's
+    sequence exactly once, in order. A final probe round fences late duplicates (per publisher, Redis
+    delivers in order)."""
+
+    async def publish_sequence(origin: int) -> None:
+        for n in range(count):
+            assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
+
+    origins = range(len(nodes.nodes))
+    await asyncio.gather(*(publish_sequence(origin) for origin in origins))
+    for _, sink in subscribers:
+        await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= len(origins) * count, "the whole sequence")
+    await connected_everywhere(nodes, subscribers, channel)
+    for _, sink in subscribers:
+        received = sink.events("seq", channel)
+        for origin in origins:
+            got = [d["n"] for d in received if d["from"] == origin]
+            assert got == list(range(count)), f"{sink.name} from node {origin}: {got}"
+
+
 # 1. A node dies without warning ---------------------------------------------------------------
 
 
@@ -535,22 +558,7 @@ async def test_redis_outage_local_service_then_resync(
             assert own == [n for n, _ in traffic.sent[index]], f"{sink.name} local delivery"
 
         # After recovery: a numbered sequence from every node reaches every subscriber exactly once, in order.
-        count = 40
-
-        async def publish_sequence(origin: int) -> None:
-            for n in range(count):
-                assert await nodes.trigger(origin, traffic_channel, "seq", {"from": origin, "n": n}) == 200
-
-        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
-        for _, sink in subscribers:
-            await sink.wait(lambda s=sink: len(s.events("seq", traffic_channel)) >= 3 * count, "the whole sequence")
-        # A final probe round fences late duplicates: per publisher, Redis delivers in order.
-        await connected_everywhere(nodes, subscribers, traffic_channel)
-        for _, sink in subscribers:
-            received = sink.events("seq", traffic_channel)
-            for origin in range(3):
-                got = [d["n"] for d in received if d["from"] == origin]
-                assert got == list(range(count)), f"{sink.name} from node {origin}: {got}"
+        await sequences_arrive_in_order(nodes, subscribers, traffic_channel, 40)
 
         # Measured for docs/redis.md: what other nodes got of the events published during the outage.
         for index, sink in subscribers:
@@ -622,20 +630,8 @@ async def test_redis_cluster_primary_replaced_by_its_replica(tmp_path: Path, htt
             await eventually(lambda i=index: _equal(nodes.users(i, room), {"u0", "u1", "u2"}), f"node {index} users")
             await eventually(lambda i=index: _equal(nodes.channels(i), {channel: 3, room: 3}), f"node {index} channels")
 
-        count = 30
-
-        async def publish_sequence(origin: int) -> None:
-            for n in range(count):
-                assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
-
-        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
+        await sequences_arrive_in_order(nodes, subscribers, channel, 30)
         for _, sink in subscribers:
-            await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= 3 * count, "the whole sequence")
-        await connected_everywhere(nodes, subscribers, channel)
-        for _, sink in subscribers:
-            received = sink.events("seq", channel)
-            for origin in range(3):
-                assert [d["n"] for d in received if d["from"] == origin] == list(range(count)), sink.name
             for origin in range(3):
                 got = [d["n"] for d in sink.events("bg", channel) if d["from"] == origin]
                 assert len(got) == len(set(got)) and got == sorted(got), f"{sink.name} from {origin}: {got}"
@@ -675,20 +671,7 @@ async def test_redis_cluster_resharding_a_channel_slot_heals(tmp_path: Path, htt
         owner = redis.nodes[target]
         assert redis.cli(owner.port, "PUBSUB", "SHARDNUMSUB", name).split() == [name, "2"]
 
-        count = 30
-
-        async def publish_sequence(origin: int) -> None:
-            for n in range(count):
-                assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
-
-        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
-        for _, sink in subscribers:
-            await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= 3 * count, "the whole sequence")
-        await connected_everywhere(nodes, subscribers, channel)
-        for _, sink in subscribers:
-            received = sink.events("seq", channel)
-            for origin in range(3):
-                assert [d["n"] for d in received if d["from"] == origin] == list(range(count)), sink.name
+        await sequences_arrive_in_order(nodes, subscribers, channel, 30)
         for node in fault.nodes:  # node 2 included: only its publishes could tell it the slot moved
             metrics = await redis_metrics(http, node)
             assert metrics.get("outages", 0) >= 1 and metrics.get("connected") == 1.0, metrics
@@ -1039,21 +1022,7 @@ async def test_redis_hang_no_stuck_node(fault_cluster: FaultCluster, http: aioht
             await eventually(lambda i=index: _equal(nodes.channels(i), expected_channels), f"node {index} channels")
             await eventually(lambda i=index: _equal(nodes.users(i, room), {"u0", "u1", "u2"}), f"node {index} users")
 
-        count = 30
-
-        async def publish_sequence(origin: int) -> None:
-            for n in range(count):
-                assert await nodes.trigger(origin, channel, "seq", {"from": origin, "n": n}) == 200
-
-        await asyncio.gather(*(publish_sequence(origin) for origin in range(3)))
-        for _, sink in subscribers:
-            await sink.wait(lambda s=sink: len(s.events("seq", channel)) >= 3 * count, "the whole sequence")
-        await connected_everywhere(nodes, subscribers, channel)
-        for _, sink in subscribers:
-            received = sink.events("seq", channel)
-            for origin in range(3):
-                got = [d["n"] for d in received if d["from"] == origin]
-                assert got == list(range(count)), f"{sink.name} from node {origin}: {got}"
+        await sequences_arrive_in_order(nodes, subscribers, channel, 30)
         for (index, sink), mark in zip(subscribers, marks, strict=True):
             removed = [
                 inner(f)["user_id"] for f in sink.frames[mark:] if f.get("event") == "pusher_internal:member_removed"
