@@ -20,21 +20,13 @@ import tempfile
 import time
 from typing import Any
 
+from bench.wire import handshake_request, subscribe_frame
 from relay.app import build_app
 from relay.config import load_config
 from relay.transport.listener import LeanListener
 
 KEY = "bench-key"
-HEAD = (
-    f"GET /app/{KEY}?protocol=7&client=js&version=8.6.0&flash=false HTTP/1.1\r\nHost: 127.0.0.1:6001\r\n"
-    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n\r\n"
-).encode()
-
-
-def subscribe_frame(channel: str) -> bytes:
-    payload = b'{"event":"pusher:subscribe","data":{"auth":"","channel":"%s"}}' % channel.encode()
-    return bytes((0x81, 0x80 | len(payload))) + b"\x00\x00\x00\x00" + payload  # zero mask: payload as is
+HEAD = handshake_request("127.0.0.1", 6001, KEY)
 
 
 class FakeTransport:

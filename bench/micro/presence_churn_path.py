@@ -27,6 +27,7 @@ import orjson
 
 from bench.micro.connect_path import HEAD, KEY, FakeTransport
 from bench.signing import channel_auth
+from bench.wire import subscribe_frame, unsubscribe_frame
 from relay.app import build_app
 from relay.config import load_config
 from relay.transport.listener import LeanListener
@@ -35,21 +36,12 @@ SECRET = "s"
 CHANNEL = "presence-churn"
 
 
-def client_frame(payload: bytes) -> bytes:
-    """A masked text frame with a zero mask (the payload as is)."""
-    n = len(payload)
-    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
-    return head + b"\x00\x00\x00\x00" + payload
-
-
 def subscribe(socket_id: str, user_id: str) -> bytes:
     channel_data = orjson.dumps({"user_id": user_id, "user_info": {"bench": 1}}).decode()
-    auth = channel_auth(KEY, SECRET, socket_id, CHANNEL, channel_data)
-    data = {"auth": auth, "channel": CHANNEL, "channel_data": channel_data}
-    return client_frame(orjson.dumps({"event": "pusher:subscribe", "data": data}))
+    return subscribe_frame(CHANNEL, channel_auth(KEY, SECRET, socket_id, CHANNEL, channel_data), channel_data)
 
 
-UNSUBSCRIBE = client_frame(orjson.dumps({"event": "pusher:unsubscribe", "data": {"channel": CHANNEL}}))
+UNSUBSCRIBE = unsubscribe_frame(CHANNEL)
 
 
 class Counting(FakeTransport):

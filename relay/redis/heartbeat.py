@@ -60,7 +60,7 @@ class Heartbeat:
         self.evictions = 0  # beats that found this node's own record expired
         self._url = config.url
         self._prefix = key_prefix(config.url, config.prefix)  # one hash tag on a Redis Cluster
-        self._alive = f"{self._prefix}:node:{self.node_id}:alive"
+        self._alive = self.alive_key(self.node_id)
         self._node_ids = f"{self._prefix}:node_ids"
         self._scripts = load_scripts("liveness")
         self._incarnation = 0
@@ -74,6 +74,10 @@ class Heartbeat:
         self._failing = False  # the last beat failed (logged once per failing stretch)
         self._failing_members: set[int] = set()  # id() of members whose last beat failed (likewise)
         self._closed = False  # the last member left: nothing may write the record again
+
+    def alive_key(self, node_id: str) -> str:
+        """The liveness record of node `node_id` (lua/liveness/common.lua, alive_key)."""
+        return f"{self._prefix}:node:{node_id}:alive"
 
     @property
     def owner(self) -> str:

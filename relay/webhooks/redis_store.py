@@ -68,9 +68,7 @@ class RedisStore:
         self._blocking = open_blocking(config.url, f"relay-{self.node_id}-webhooks-take", timeout)
         self._queue_limit = max(1, queue_limit)
         self._dead_letter_limit = max(1, dead_letter_limit)
-        keys = key_prefix(config.url, config.prefix)  # one hash tag on a Redis Cluster
-        base = f"{keys}:webhooks:"
-        self._keys = keys
+        base = f"{key_prefix(config.url, config.prefix)}:webhooks:"  # one hash tag on a Redis Cluster
         self._base = base
         self._ready = base + "ready"
         self._retry = base + "retry"
@@ -86,9 +84,6 @@ class RedisStore:
 
     def _in_flight_key(self, node_id: str) -> str:
         return f"{self._base}in_flight:{node_id}"
-
-    def _alive_key(self, node_id: str) -> str:
-        return f"{self._keys}:node:{node_id}:alive"
 
     def _dead_key(self, app_id: str) -> str:
         return f"{self._base}dead:{app_id}"
@@ -157,7 +152,7 @@ class RedisStore:
         """Nothing to do: other nodes may have re-queued our in-flight deliveries (receivers de-duplicate)."""
 
     async def _recover(self, node_id: str, force: bool) -> int:
-        keys = [self._in_flight_key(node_id), self._ready, self._alive_key(node_id)]
+        keys = [self._in_flight_key(node_id), self._ready, self._heartbeat.alive_key(node_id)]
         return int(await self._scripts["recover"].run(self._client, keys, ["1" if force else "0"]))
 
     # Held leaves ---------------------------------------------------------------------------------
